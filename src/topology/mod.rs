@@ -1,0 +1,9 @@
+//! The topology file: model, parser with positions, and loading from disk.
+
+pub mod model;
+pub mod index;
+pub mod reader;
+
+pub use model::*;
+pub use index::{Endpoint, Index, Policy};
+pub use reader::parse;
