@@ -2,6 +2,7 @@
 
 pub mod model;
 pub mod index;
+pub mod load;
 pub mod reader;
 
 pub use model::*;

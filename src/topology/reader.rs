@@ -174,11 +174,12 @@ impl Reader {
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Option<Vec<Sp<T>>> {
         let node = match (f.get(singular), f.get(plural)) {
-            (Some(_), Some(n)) => {
+            // `from`, `to`, `ports`: one key serves as both forms.
+            (Some(_), Some(n)) if singular != plural => {
                 self.err("type", node_pos(n), format!("{} has both '{singular}' and '{plural}'; use one", f.what));
                 return None;
             }
-            (Some(n), None) | (None, Some(n)) => n,
+            (Some(n), _) | (None, Some(n)) => n,
             (None, None) => return None,
         };
         let items: Vec<&Node> = match node {
