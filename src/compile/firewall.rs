@@ -289,7 +289,7 @@ fn dispatch_rule((family, dir, kind): Class, map: String, internal: &str) -> Rul
     Rule::new(matches, Some(Verdict::Vmap { key, map }))
 }
 
-fn input_chain() -> Chain {
+pub fn input_chain() -> Chain {
     let nd = vec![
         IcmpKind::EchoRequest,
         IcmpKind::NeighborSolicit,
@@ -393,4 +393,21 @@ pub fn table(index: &Index, _net: &Network, flows: &Expanded, g: usize, links: &
     used.sort_unstable();
     chains.extend(used.into_iter().map(|c| flow_chain(&flows.chains[c])));
     Table { name: TABLE_NAME.into(), sets, chains }
+}
+
+/// The state an agent holds when it has nothing valid to apply yet: no links or routes
+/// touched, nothing forwarded, the gateway itself reachable only by ping (fail closed).
+pub fn closed_state(gateway: &str) -> super::GatewayState {
+    let forward = Chain {
+        name: "forward".into(),
+        base: Some(BaseChain { hook: Hook::Forward, priority: 0, policy_drop: true }),
+        rules: vec![Rule::new(vec![], None).counted().comment("closed: no valid state yet")],
+    };
+    super::GatewayState {
+        gateway: gateway.to_string(),
+        links: Vec::new(),
+        routes: Vec::new(),
+        sysctls: Vec::new(),
+        table: Table { name: TABLE_NAME.into(), sets: Vec::new(), chains: vec![forward, input_chain()] },
+    }
 }

@@ -10,14 +10,14 @@ use crate::nftables::ir::Table;
 use crate::topology::{Index, Topology};
 use chrono::NaiveDate;
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// tiernet's own route protocol number (`proto 201` in `ip route`): tiernet only ever
 /// touches routes carrying it.
 pub const ROUTE_PROTOCOL: u8 = 201;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum LinkKind {
     /// An 802.1Q interface tiernet creates on the trunk.
@@ -27,7 +27,7 @@ pub enum LinkKind {
 }
 
 /// What a link connects to; used for anti-spoofing and for explaining decisions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum Zone {
     Segment { segment: String, tier: String },
@@ -35,7 +35,7 @@ pub enum Zone {
     Uplink,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
     pub name: String,
     pub kind: LinkKind,
@@ -44,21 +44,21 @@ pub struct Link {
     pub zone: Zone,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Route {
     pub destination: IpNet,
     pub via: IpAddr,
     pub dev: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sysctl {
     /// Path under /proc/sys, `/`-separated (interface names may contain dots).
     pub key: String,
     pub value: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayState {
     pub gateway: String,
     pub links: Vec<Link>,
@@ -73,7 +73,7 @@ impl GatewayState {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Compiled {
     pub topology: String,
     pub gateways: Vec<GatewayState>,

@@ -124,6 +124,33 @@ impl serde::Serialize for AddrRange {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for AddrRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::str::FromStr for AddrRange {
+    type Err = String;
+
+    /// Reads what `Display` writes: `a`, `a/len` or `lo-hi`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not an address, prefix or range");
+        if let Some((lo, hi)) = s.split_once('-') {
+            let (lo, hi): (IpAddr, IpAddr) = (lo.parse().map_err(|_| bad())?, hi.parse().map_err(|_| bad())?);
+            if Family::of(&lo) != Family::of(&hi) || addr_value(&lo) > addr_value(&hi) {
+                return Err(bad());
+            }
+            return Ok(AddrRange { family: Family::of(&lo), lo: addr_value(&lo), hi: addr_value(&hi) });
+        }
+        if s.contains('/') {
+            return s.parse::<IpNet>().map(|n| AddrRange::of_net(&n)).map_err(|_| bad());
+        }
+        s.parse::<IpAddr>().map(|a| AddrRange::host(&a)).map_err(|_| bad())
+    }
+}
+
 /// Sorts and merges overlapping or adjacent ranges (of one family each).
 pub fn normalize(mut ranges: Vec<AddrRange>) -> Vec<AddrRange> {
     ranges.sort();
@@ -197,6 +224,15 @@ mod tests {
         assert_eq!(net("10.2.10.0/24").to_string(), "10.2.10.0/24");
         assert_eq!(net("0.0.0.0/0").to_string(), "0.0.0.0/0");
         assert_eq!(net("fd00:1:10::/64").to_string(), "fd00:1:10::/64");
+    }
+
+    #[test]
+    fn text_round_trips() {
+        for text in ["10.0.0.0/24", "10.0.0.1-10.0.0.9", "10.0.0.7", "fd00::/64", "0.0.0.0/0", "::/0"] {
+            let r: AddrRange = text.parse().unwrap();
+            assert_eq!(r.to_string(), text);
+        }
+        assert!("10.0.0.9-10.0.0.1".parse::<AddrRange>().is_err());
     }
 
     #[test]

@@ -2,13 +2,13 @@
 //! renderer, the reach evaluator and the netlink encoder all read this one vocabulary.
 
 use crate::compile::ranges::AddrRange;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub const TABLE_NAME: &str = "tiernet";
 /// NFLOG group that audited flows log their new connections to.
 pub const AUDIT_NFLOG_GROUP: u16 = 2711;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Table {
     pub name: String,
     pub sets: Vec<Set>,
@@ -16,7 +16,7 @@ pub struct Table {
 }
 
 /// A field of the packet, as used in matches and set keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Field {
     Iifname,
@@ -30,7 +30,7 @@ pub enum Field {
     Dport,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Value {
     Ifname(String),
@@ -39,7 +39,7 @@ pub enum Value {
     Ports(u16, u16),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Set {
     pub name: String,
     pub key: Vec<Field>,
@@ -48,35 +48,35 @@ pub struct Set {
     pub elements: Vec<Element>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Element {
     /// One value per key field; every set is an interval set, a point is a one-wide range.
     pub key: Vec<Value>,
     pub verdict: Option<Verdict>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Hook {
     Forward,
     Input,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BaseChain {
     pub hook: Hook,
     pub priority: i32,
     pub policy_drop: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chain {
     pub name: String,
     pub base: Option<BaseChain>,
     pub rules: Vec<Rule>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CtState {
     Invalid,
@@ -85,7 +85,7 @@ pub enum CtState {
     New,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IcmpKind {
     EchoRequest,
@@ -95,7 +95,7 @@ pub enum IcmpKind {
     RouterAdvert,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Match {
     CtState(Vec<CtState>),
@@ -108,7 +108,7 @@ pub enum Match {
     Lookup { key: Vec<Field>, set: String, negate: bool },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Accept,
@@ -118,13 +118,13 @@ pub enum Verdict {
     Vmap { key: Vec<Field>, map: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Log {
     pub prefix: String,
     pub group: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     pub matches: Vec<Match>,
     pub counter: bool,
