@@ -181,3 +181,6 @@ fn route_actions(desired: &GatewayState, observed: &Observed, managed: &[&str], 
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
