@@ -1,5 +1,6 @@
 //! tiernet: compiles a four-tier segmentation topology into the exact state of Linux gateways.
 
+pub mod agent;
 pub mod compile;
 pub mod dataplane;
 pub mod diag;

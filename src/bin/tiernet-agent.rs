@@ -1,1 +1,68 @@
-fn main() {}
+//! `tiernet-agent`: runs on a gateway, applies its compiled state and rejects drift.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tiernet::agent::daemon::{run, Config, Mode};
+
+#[derive(Parser)]
+#[command(name = "tiernet-agent", version, about = "Programs one gateway and reverts drift from kernel events")]
+struct Args {
+    /// This gateway's name in the topology (and, with a controller, its certificate name).
+    #[arg(long)]
+    gateway: String,
+    /// Standalone mode: compile this gateway's part of a local topology (reloaded on SIGHUP).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Where the last applied state is kept and restored from at start.
+    #[arg(long, default_value = "/var/lib/tiernet/agent")]
+    state_dir: PathBuf,
+    #[arg(long, value_enum, default_value = "enforce")]
+    mode: Mode,
+    /// Seconds between full checks that back up kernel events.
+    #[arg(long, default_value_t = 30)]
+    check_interval: u64,
+    /// Do not set the nftables owner flag (lets other processes alter the table; for tests of revert).
+    #[arg(long)]
+    no_owner: bool,
+    /// Apply once and exit.
+    #[arg(long)]
+    once: bool,
+    /// The day that decides which flows have expired (default: today).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    today: Option<chrono::NaiveDate>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let cfg = Config {
+        gateway: args.gateway,
+        topology: args.topology,
+        state_dir: args.state_dir,
+        mode: args.mode,
+        check_interval: Duration::from_secs(args.check_interval.max(1)),
+        owner: !args.no_owner,
+        once: args.once,
+        today: args.today,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tiernet-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "agent stopped");
+            ExitCode::FAILURE
+        }
+    }
+}

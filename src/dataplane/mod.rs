@@ -2,4 +2,5 @@
 
 pub mod monitor;
 pub mod net;
+pub mod nft;
 pub mod sysctl;

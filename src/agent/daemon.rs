@@ -1,0 +1,241 @@
+//! The agent's life: restore the persisted state, apply the topology, then watch the
+//! kernel and put back anything changed behind tiernet's back.
+
+use super::drift::{now_ms, DriftEvent, FlapGuard};
+use super::reconcile::Reconciler;
+use super::state::{Persisted, StateDir};
+use crate::compile::firewall::closed_state;
+use crate::compile::GatewayState;
+use crate::dataplane::monitor::{watch_rtnetlink, KernelEvent};
+use crate::dataplane::net::Net;
+use crate::dataplane::nft::{watch_nft, NftSession};
+use anyhow::{anyhow, Context, Result};
+use chrono::NaiveDate;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Revert drift as soon as it is seen.
+    Enforce,
+    /// Only report drift.
+    Observe,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub gateway: String,
+    pub topology: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub mode: Mode,
+    pub check_interval: Duration,
+    /// Make the nftables table writable only by this agent's netlink socket.
+    pub owner: bool,
+    /// Apply once and exit (no watching).
+    pub once: bool,
+    pub today: Option<NaiveDate>,
+}
+
+/// Compiles this gateway's part of a topology file.
+fn compile_gateway(path: &PathBuf, gateway: &str, today: NaiveDate) -> Result<GatewayState> {
+    let loaded = crate::topology::load::load(path, today)?;
+    let compiled = loaded.compile(today).map_err(|report| anyhow!("topology does not validate:\n{report}"))?;
+    compiled
+        .gateway(gateway)
+        .cloned()
+        .ok_or_else(|| anyhow!("{} has no gateway '{gateway}'", path.display()))
+}
+
+struct Agent {
+    cfg: Config,
+    dir: StateDir,
+    rec: Reconciler,
+    flaps: FlapGuard,
+    notices: Vec<String>,
+    compiled_on: Option<NaiveDate>,
+}
+
+impl Agent {
+    fn today(&self) -> NaiveDate {
+        self.cfg.today.unwrap_or_else(|| chrono::Local::now().date_naive())
+    }
+
+    /// Applies a new desired state; on failure puts the previous one back.
+    async fn apply(&mut self, state: GatewayState, source: String) -> Result<()> {
+        let previous = self.rec.desired().clone();
+        self.rec.set_desired(state.clone())?;
+        match self.rec.converge(true).await {
+            Ok(out) => {
+                self.dir.save(&Persisted { source: source.clone(), revision: None, state })?;
+                tracing::info!(gateway = %self.cfg.gateway, %source, changes = out.executed.len(),
+                    elapsed_ms = out.elapsed.as_secs_f64() * 1e3, "applied");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(gateway = %self.cfg.gateway, %source, error = %e, "apply failed; restoring the previous state");
+                self.rec.set_desired(previous)?;
+                if let Err(e2) = self.rec.converge(true).await {
+                    tracing::error!(gateway = %self.cfg.gateway, error = %e2, "restoring the previous state failed too");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn load_topology(&mut self) -> Result<()> {
+        let Some(path) = self.cfg.topology.clone() else { return Ok(()) };
+        let today = self.today();
+        let state = compile_gateway(&path, &self.cfg.gateway, today)?;
+        self.compiled_on = Some(today);
+        if &state == self.rec.desired() {
+            // Still converge: the persisted state may not be what the kernel holds.
+            let out = self.rec.converge(true).await?;
+            tracing::info!(gateway = %self.cfg.gateway, source = %path.display(), changes = out.executed.len(),
+                elapsed_ms = out.elapsed.as_secs_f64() * 1e3, "converged");
+            return Ok(());
+        }
+        self.apply(state, path.display().to_string()).await
+    }
+
+    /// Re-observes after kernel events (or a periodic check) and reverts what differs.
+    async fn check(&mut self, cause: Vec<String>, since: Instant) -> Result<()> {
+        let plan = self.rec.plan().await?;
+        let new_notices = plan.notices != self.notices;
+        self.notices = plan.notices.clone();
+        if plan.actions.is_empty() && !new_notices {
+            return Ok(());
+        }
+        let expected: Vec<String> = plan.actions.iter().map(|a| a.to_string()).collect();
+        let now = Instant::now();
+        let flapping: Vec<&String> = expected.iter().filter(|k| !self.flaps.allow(k, now)).collect();
+        let enforce = self.cfg.mode == Mode::Enforce && flapping.is_empty();
+        let action = if plan.actions.is_empty() {
+            "reported".to_string()
+        } else if !enforce {
+            if flapping.is_empty() {
+                "reported".into()
+            } else {
+                format!("reported: flapping ({}), another process keeps changing it; backing off", flapping.len())
+            }
+        } else {
+            match self.rec.execute(plan.clone(), true, since).await {
+                Ok(_) => "reverted".into(),
+                Err(e) => format!("failed: {e:#}"),
+            }
+        };
+        let event = DriftEvent {
+            gateway: self.cfg.gateway.clone(),
+            at_ms: now_ms(),
+            cause,
+            expected,
+            notices: plan.notices.clone(),
+            action,
+            latency_ms: since.elapsed().as_secs_f64() * 1e3,
+        };
+        let line = serde_json::to_string(&event)?;
+        tracing::warn!(target: "drift", gateway = %event.gateway, action = %event.action,
+            latency_ms = event.latency_ms, changes = ?event.expected, notices = ?event.notices, cause = ?event.cause, "drift");
+        self.dir.append_line("drift.jsonl", &line)?;
+        Ok(())
+    }
+}
+
+pub async fn run(cfg: Config) -> Result<()> {
+    let dir = StateDir::new(&cfg.state_dir)?;
+    let nft = NftSession::open(cfg.owner).context("opening the nftables session")?;
+    let net = Net::connect()?;
+    // Fail-static: the last applied state goes back first, before any topology is read.
+    let persisted = match dir.load() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "persisted state unreadable; starting closed");
+            None
+        }
+    };
+    let (initial, source) = match persisted {
+        Some(p) if p.state.gateway == cfg.gateway => (p.state, format!("persisted ({})", p.source)),
+        _ => (closed_state(&cfg.gateway), "closed".to_string()),
+    };
+    let rec = Reconciler::new(net, nft, initial)?;
+    let mut agent = Agent {
+        dir,
+        rec,
+        flaps: FlapGuard::new(Duration::from_secs(10), 5, Duration::from_secs(30)),
+        notices: Vec::new(),
+        compiled_on: None,
+        cfg,
+    };
+    let started = Instant::now();
+    match agent.rec.converge(true).await {
+        Ok(out) => tracing::info!(gateway = %agent.cfg.gateway, %source, changes = out.executed.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "restored"),
+        Err(e) => tracing::error!(gateway = %agent.cfg.gateway, %source, error = %e, "could not restore the persisted state"),
+    }
+    if let Err(e) = agent.load_topology().await {
+        tracing::error!(gateway = %agent.cfg.gateway, error = %format!("{e:#}"), "topology not applied; keeping the last good state");
+        if agent.cfg.once {
+            return Err(e);
+        }
+    }
+    let ready = serde_json::json!({ "gateway": agent.cfg.gateway, "pid": std::process::id() });
+    agent.dir.write_atomic("ready", ready.to_string().as_bytes())?;
+    if agent.cfg.once {
+        return Ok(());
+    }
+    watch(agent).await
+}
+
+async fn watch(mut agent: Agent) -> Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<KernelEvent>();
+    watch_rtnetlink(tx.clone())?;
+    watch_nft(&agent.rec.desired().table.name, tx)?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(agent.cfg.check_interval);
+    tick.tick().await;
+    tracing::info!(gateway = %agent.cfg.gateway, mode = ?agent.cfg.mode, "watching for drift");
+    loop {
+        tokio::select! {
+            Some(first) = rx.recv() => {
+                // Debounce: a burst (a flush, a deleted link taking its routes) is one check.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let mut cause = vec![first.what];
+                while let Ok(more) = rx.try_recv() {
+                    cause.push(more.what);
+                }
+                cause.retain(|c| !c.ends_with("(own)"));
+                if cause.is_empty() {
+                    continue;
+                }
+                cause.dedup();
+                if let Err(e) = agent.check(cause, first.at).await {
+                    tracing::error!(error = %format!("{e:#}"), "drift check failed");
+                }
+            }
+            _ = tick.tick() => {
+                if agent.cfg.topology.is_some() && agent.compiled_on != Some(agent.today()) {
+                    // A new day: flows may have expired.
+                    if let Err(e) = agent.load_topology().await {
+                        tracing::error!(error = %format!("{e:#}"), "daily recompile failed; keeping the last good state");
+                    }
+                }
+                if let Err(e) = agent.check(vec!["periodic check".into()], Instant::now()).await {
+                    tracing::error!(error = %format!("{e:#}"), "periodic check failed");
+                }
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the topology");
+                if let Err(e) = agent.load_topology().await {
+                    tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the last good state");
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!(gateway = %agent.cfg.gateway, "stopping; the kernel keeps enforcing the last state");
+    Ok(())
+}
