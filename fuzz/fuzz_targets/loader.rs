@@ -1,0 +1,22 @@
+//! Any bytes through parse + validate, and compile + render when they validate: the
+//! loader must answer with diagnostics, never a panic or a hang.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tiernet::topology::load::check;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 6, 1).expect("date");
+    let loaded = check("fuzz.yaml", text, today);
+    if loaded.has_errors() {
+        return;
+    }
+    if let Ok(compiled) = loaded.compile(today) {
+        for g in &compiled.gateways {
+            let _ = tiernet::nftables::text::render_replace(&g.table);
+        }
+    }
+});
