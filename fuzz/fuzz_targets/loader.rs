@@ -1,5 +1,9 @@
 //! Any bytes through parse + validate, and compile + render when they validate: the
 //! loader must answer with diagnostics, never a panic or a hang.
+//!
+//! Seed the corpus with the shipped topologies, then run (nightly):
+//!   mkdir -p fuzz/corpus/loader && cp topologies/*.yaml fuzz/corpus/loader/
+//!   cargo +nightly fuzz run loader
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
