@@ -95,6 +95,8 @@ impl Reader {
             self.err("type", pos, format!("{what} must be a mapping"));
             return None;
         };
+        // A block mapping's own mark lies on its first ':'; its first key is where it starts.
+        let pos = map.keys().next().map_or(pos, scalar_pos);
         for key in map.keys() {
             if !allowed.contains(&key.as_str()) {
                 let hint = suggestion(key.as_str(), allowed)
