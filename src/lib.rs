@@ -5,6 +5,7 @@ pub mod compile;
 pub mod dataplane;
 pub mod diag;
 pub mod graph;
+pub mod lab;
 pub mod netns;
 pub mod nftables;
 pub mod plan;

@@ -61,6 +61,9 @@ enum Command {
     },
     /// Graphviz DOT of tiers, segments, services and flows (audited and approval flows marked).
     Graph { file: PathBuf },
+    /// A namespace lab of a topology on this machine: up, probe, down, demo (needs root).
+    #[command(subcommand)]
+    Lab(tiernet::lab::LabCommand),
 }
 
 fn today(cli: &Cli) -> NaiveDate {
@@ -151,6 +154,7 @@ fn run(cli: &Cli, today: NaiveDate) -> Result<ExitCode, ExitCode> {
                 Err(ExitCode::from(1))
             }
         }
+        Command::Lab(cmd) => Ok(tiernet::lab::run(cmd, today)),
         Command::Graph { file } => {
             let loaded = load_or_exit(file, today)?;
             if loaded.has_errors() {

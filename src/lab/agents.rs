@@ -1,0 +1,200 @@
+//! One `tiernet-agent` per gateway, each started inside its gateway's namespace. The
+//! agent programs the gateway side (addresses, routes, sysctls, nftables) and reverts
+//! drift; the lab only starts it, waits for its `ready` file, and stops it.
+
+use super::plan::LabPlan;
+use super::state::LabDir;
+use crate::netns;
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::NaiveDate;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The agent binary and what its command line takes.
+pub struct AgentBinary {
+    pub path: PathBuf,
+    takes_today: bool,
+}
+
+/// `tiernet-agent` next to the running executable (TIERNET_AGENT overrides it), checked
+/// to take the lab's command line.
+pub fn find() -> Result<AgentBinary> {
+    let path = match std::env::var_os("TIERNET_AGENT") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let exe = std::env::current_exe().context("finding the running executable")?;
+            exe.parent()
+                .map(|d| d.join("tiernet-agent"))
+                .ok_or_else(|| anyhow!("{} has no directory", exe.display()))?
+        }
+    };
+    let out = Command::new(&path)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} --help", path.display()))?;
+    let help = String::from_utf8_lossy(&out.stdout);
+    let missing: Vec<&str> = ["--gateway", "--topology", "--state-dir"]
+        .into_iter()
+        .filter(|f| !help.contains(f))
+        .collect();
+    if !out.status.success() || !missing.is_empty() {
+        bail!(
+            "{} does not take {} (is the agent built?)",
+            path.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(AgentBinary {
+        takes_today: help.contains("--today"),
+        path,
+    })
+}
+
+/// Starts every gateway's agent in its namespace, with stdout and stderr in the lab's logs.
+pub fn start(dir: &LabDir, plan: &LabPlan, bin: &AgentBinary, today: NaiveDate) -> Result<()> {
+    for gw in &plan.gateways {
+        let state = dir.agent_state(&gw.gateway);
+        std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+        let log_path = dir.agent_log(&gw.gateway);
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let log2 = log.try_clone().context("duplicating the log file handle")?;
+        let mut cmd = Command::new(&bin.path);
+        cmd.arg("--gateway")
+            .arg(&gw.gateway)
+            .arg("--topology")
+            .arg(dir.topology())
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--mode", "enforce"]);
+        if bin.takes_today {
+            cmd.arg("--today").arg(today.to_string());
+        }
+        // Its own process group: a Ctrl-C at the terminal that started the lab must not
+        // take the agents down behind `lab down`'s back.
+        cmd.stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0);
+        let child = netns::spawn_in(&gw.ns, &mut cmd)
+            .with_context(|| format!("starting the agent of {}", gw.gateway))?;
+        let pid_path = dir.agent_pid(&gw.gateway);
+        std::fs::write(&pid_path, child.id().to_string())
+            .with_context(|| format!("writing {}", pid_path.display()))?;
+    }
+    Ok(())
+}
+
+/// The last `n` lines of a log, indented, for error messages.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(n)..];
+    if tail.is_empty() {
+        format!("  ({} is empty)", path.display())
+    } else {
+        tail.iter().map(|l| format!("  {l}\n")).collect()
+    }
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether `pid` still runs (a zombie child of ours is reaped and counts as gone).
+fn alive(pid: i32) -> bool {
+    let mut status = 0;
+    // SAFETY: plain syscall; ECHILD for processes that are not our children is fine.
+    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits until every agent has written `ready`; on a dead agent or the timeout, fails
+/// with the tail of the agents' logs.
+pub fn wait_ready(dir: &LabDir, plan: &LabPlan, timeout: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    let mut pending: Vec<&str> = plan.gateways.iter().map(|g| g.gateway.as_str()).collect();
+    while !pending.is_empty() {
+        pending.retain(|gw| !dir.agent_state(gw).join("ready").exists());
+        for gw in &pending {
+            if let Some(pid) = read_pid(&dir.agent_pid(gw)) {
+                if !alive(pid) {
+                    bail!(
+                        "the agent of {gw} exited before it was ready; its log:\n{}",
+                        log_tail(&dir.agent_log(gw), 20)
+                    );
+                }
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        if start.elapsed() > timeout {
+            let logs: String = pending
+                .iter()
+                .map(|gw| {
+                    format!(
+                        "agent of {gw} ({}):\n{}",
+                        dir.agent_log(gw).display(),
+                        log_tail(&dir.agent_log(gw), 20)
+                    )
+                })
+                .collect();
+            bail!(
+                "agents not ready after {} s: {}\n{logs}",
+                timeout.as_secs(),
+                pending.join(", ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(start.elapsed())
+}
+
+/// Stops every agent with a pid file in `dir`: SIGTERM, then SIGKILL after 3 s. A pid is
+/// signalled only while its command line still names this lab's state directory, so a
+/// reused pid is never hit.
+pub fn stop(dir: &LabDir) -> Result<usize> {
+    let mut stopped = 0;
+    for gw in dir.agent_gateways() {
+        let pid_path = dir.agent_pid(&gw);
+        if let Some(pid) = read_pid(&pid_path) {
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c).contains(&*dir.agent_state(&gw).to_string_lossy())
+                })
+                .unwrap_or(false);
+            if ours && alive(pid) {
+                // SAFETY: plain syscalls on a pid checked just above.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while alive(pid) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if alive(pid) {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    let deadline = Instant::now() + Duration::from_secs(2);
+                    while alive(pid) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                stopped += 1;
+            }
+        }
+        std::fs::remove_file(&pid_path)
+            .with_context(|| format!("removing {}", pid_path.display()))?;
+    }
+    Ok(stopped)
+}

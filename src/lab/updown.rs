@@ -1,0 +1,240 @@
+//! `lab up` and `lab down`, and opening a running lab for the commands in between.
+
+use super::build::{self, Handles};
+use super::plan::{self, LabPlan};
+use super::probe::{self, Matrix};
+use super::state::{LabDir, Meta};
+use super::{agents, rewrite};
+use crate::compile::Compiled;
+use crate::netns;
+use crate::topology::load::{check, read_text};
+use crate::topology::Topology;
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::NaiveDate;
+use std::path::Path;
+use std::time::Instant;
+
+/// A lab that is up: its state, the topology it runs, and its layout.
+pub struct Lab {
+    pub dir: LabDir,
+    pub meta: Meta,
+    pub topology: Topology,
+    pub compiled: Compiled,
+    pub plan: LabPlan,
+}
+
+fn compile_text(path: &Path, text: &str, today: NaiveDate) -> Result<(Topology, Compiled)> {
+    let loaded = check(&path.display().to_string(), text, today);
+    let compiled = loaded
+        .compile(today)
+        .map_err(|report| anyhow!("{} does not compile:\n{report}", path.display()))?;
+    let topology = loaded
+        .topology
+        .ok_or_else(|| anyhow!("{} has no topology", path.display()))?;
+    Ok((topology, compiled))
+}
+
+impl Lab {
+    pub fn open(name: &str) -> Result<Lab> {
+        let dir = LabDir::new(name)?;
+        let meta = dir.meta()?;
+        let text = read_text(&dir.topology())?;
+        let (topology, compiled) = compile_text(&dir.topology(), &text, meta.today()?)?;
+        let plan = plan::plan(name, &topology, &compiled)?;
+        if let Some(missing) = plan.namespaces().into_iter().find(|ns| !netns::exists(ns)) {
+            bail!("lab '{name}' is incomplete (namespace {missing} is gone); run `tiernet lab up` again");
+        }
+        Ok(Lab {
+            dir,
+            meta,
+            topology,
+            compiled,
+            plan,
+        })
+    }
+
+    /// Starts the listeners, probes every pair, stops the listeners.
+    pub fn probe(&self) -> Result<Matrix> {
+        let listeners = probe::start_listeners(&self.plan, &self.topology)?;
+        let mut m = probe::matrix(&self.plan, &self.topology, &self.compiled);
+        probe::run(&self.plan, &mut m)?;
+        drop(listeners);
+        Ok(m)
+    }
+}
+
+/// Builds the lab `name` from `file` (removing a stale one first); with `agents`, starts
+/// one agent per gateway and waits until each has applied its state. A failed `up`
+/// removes what it built.
+pub async fn up(file: &Path, name: &str, agents: bool, today: NaiveDate) -> Result<Lab> {
+    let dir = LabDir::new(name)?;
+    if dir.exists() || plan_namespaces_exist(name) {
+        println!("lab {name}: removing the previous lab of that name first");
+        down(name, false)?;
+    }
+    let started = Instant::now();
+    match build_lab(file, &dir, agents, today).await {
+        Ok(lab) => {
+            println!("lab {name} is up in {:.1} s. Next: tiernet lab probe --name {name}; tiernet lab down --name {name}", started.elapsed().as_secs_f64());
+            Ok(lab)
+        }
+        Err(e) => {
+            eprintln!("lab {name}: up failed, removing what was built");
+            if let Err(d) = down(name, false) {
+                eprintln!("lab {name}: cleaning up failed too: {d:#}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Leftovers of a lab whose state directory is gone: its switch namespace is the tell.
+fn plan_namespaces_exist(name: &str) -> bool {
+    netns::exists(&plan::switch_ns(name))
+}
+
+async fn build_lab(file: &Path, dir: &LabDir, agents: bool, today: NaiveDate) -> Result<Lab> {
+    let name = dir.name.as_str();
+    let text = read_text(file)?;
+    let (topology, _) = compile_text(file, &text, today)?;
+    println!(
+        "lab {name}: {} ({})",
+        file.display(),
+        topology.name.as_ref().map_or("unnamed", |n| n.v.as_str())
+    );
+    dir.create()?;
+
+    // The switch namespace first: the 802.1Q check runs in it while it is still empty.
+    let sw = plan::switch_ns(name);
+    build::create_namespace(dir, &sw)?;
+    let vlans = build::has_8021q(&netns::rtnetlink_in(&sw)?).await?;
+    let (text, untagged) = rewrite::untag(&text, &topology)?;
+    if !untagged.is_empty() {
+        if vlans {
+            println!("  802.1Q is available, but the lab wires one veth per segment (VLAN trunks are not modelled in the lab):");
+        } else {
+            println!(
+                "  no 802.1Q in this kernel: one veth per segment instead of VLANs on a trunk:"
+            );
+        }
+        for u in &untagged {
+            println!(
+                "    {:<28} vlan {:<5} -> port {}",
+                u.what, u.vlan, u.interface
+            );
+        }
+    }
+    std::fs::write(dir.topology(), &text)
+        .with_context(|| format!("writing {}", dir.topology().display()))?;
+    let (topology, compiled) =
+        compile_text(&dir.topology(), &text, today).context("the lab's rewritten topology")?;
+    println!(
+        "  lab topology: {} (validated and compiled)",
+        dir.topology().display()
+    );
+    let meta = Meta {
+        source: file.display().to_string(),
+        today: today.to_string(),
+        untagged: !untagged.is_empty(),
+        agents,
+    };
+    dir.write_meta(&meta)?;
+
+    let plan = plan::plan(name, &topology, &compiled)?;
+    let t = Instant::now();
+    build::create_namespaces(&plan, dir)?;
+    let handles = Handles::open(&plan.namespaces())?;
+    build::wire(&plan, &handles).await?;
+    println!(
+        "  {} namespaces, {} bridges, {} veth pairs wired in {:.2} s",
+        plan.namespaces().len(),
+        plan.bridges.len(),
+        plan.wires.len(),
+        t.elapsed().as_secs_f64()
+    );
+    print_hosts(&plan);
+
+    if agents {
+        let bin = agents::find()?;
+        agents::start(dir, &plan, &bin, today)?;
+        let waited = agents::wait_ready(dir, &plan, agents::READY_TIMEOUT)?;
+        let names: Vec<&str> = plan.gateways.iter().map(|g| g.gateway.as_str()).collect();
+        println!(
+            "  agents ready in {:.2} s: {} (logs in {})",
+            waited.as_secs_f64(),
+            names.join(", "),
+            dir.root.join("logs").display()
+        );
+    } else {
+        println!("  no agents (--no-agent): gateways have their ports but no addresses, routes or firewall");
+    }
+    Ok(Lab {
+        dir: LabDir::new(name)?,
+        meta,
+        topology,
+        compiled,
+        plan,
+    })
+}
+
+fn print_hosts(plan: &LabPlan) {
+    println!("  hosts (ip netns exec NAMESPACE ...):");
+    for host in &plan.hosts {
+        let addrs: Vec<String> = plan
+            .ends_in(&host.ns)
+            .flat_map(|e| e.addresses.iter().map(|a| a.to_string()))
+            .collect();
+        let via: Vec<String> = host
+            .routes
+            .iter()
+            .filter(|r| r.destination.prefix_len() == 0)
+            .map(|r| r.via.to_string())
+            .collect();
+        let via = if via.is_empty() {
+            String::new()
+        } else {
+            format!(" via {}", via.join(", "))
+        };
+        println!(
+            "    {:<28} {:<28} {}{via}",
+            host.label(),
+            host.ns,
+            addrs.join(", ")
+        );
+    }
+}
+
+/// Removes the lab `name`: stops its agents, deletes its namespaces and state. Idempotent.
+pub fn down(name: &str, verbose: bool) -> Result<()> {
+    let started = Instant::now();
+    let dir = LabDir::new(name)?;
+    let mut namespaces = dir.recorded_namespaces();
+    if namespaces.is_empty() && plan_namespaces_exist(name) {
+        namespaces.push(plan::switch_ns(name));
+    }
+    if !dir.exists() && namespaces.is_empty() {
+        if verbose {
+            println!("lab {name} is not up: nothing to remove");
+        }
+        return Ok(());
+    }
+    let stopped = agents::stop(&dir)?;
+    let mut removed = 0;
+    for ns in &namespaces {
+        if netns::exists(ns) {
+            netns::delete(ns)?;
+            removed += 1;
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir.root)
+            .with_context(|| format!("removing {}", dir.root.display()))?;
+    }
+    if verbose {
+        println!(
+            "lab {name} is down: {stopped} agents stopped, {removed} namespaces removed in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
