@@ -120,6 +120,11 @@ fn alive(pid: i32) -> bool {
     }
 }
 
+/// Whether the agent of `gateway` is running, by its pid file.
+pub fn running(dir: &LabDir, gateway: &str) -> bool {
+    read_pid(&dir.agent_pid(gateway)).is_some_and(alive)
+}
+
 /// Waits until every agent has written `ready`; on a dead agent or the timeout, fails
 /// with the tail of the agents' logs.
 pub fn wait_ready(dir: &LabDir, plan: &LabPlan, timeout: Duration) -> Result<Duration> {

@@ -3,6 +3,23 @@
 //! service and one for the internet — and a probe that compares real packets with
 //! what the compiled topology says.
 
+/// `println!` that ignores a closed stdout (`| head`): the lab must never stop half-built
+/// because nobody reads its progress.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` likewise.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod agents;
 pub mod build;
 pub mod demo;

@@ -4,7 +4,7 @@ use anyhow::{anyhow, Context, Result};
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
-use netlink_packet_route::link::{BridgeStpState, LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{BridgeStpState, LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
@@ -43,6 +43,25 @@ pub async fn set_up(h: &Handle, name: &str) -> Result<()> {
         .execute()
         .await
         .with_context(|| format!("setting {name} up"))
+}
+
+pub async fn set_down(h: &Handle, name: &str) -> Result<()> {
+    let index = index_of(h, name).await?;
+    h.link()
+        .set(LinkUnspec::new_with_index(index).down().build())
+        .execute()
+        .await
+        .with_context(|| format!("setting {name} down"))
+}
+
+/// Whether link `name` is administratively up.
+pub async fn is_up(h: &Handle, name: &str) -> Result<bool> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(m)) => Ok(m.header.flags.contains(LinkFlags::Up)),
+        Ok(None) => Err(anyhow!("link {name} does not exist")),
+        Err(e) => Err(anyhow!("looking up link {name}: {e}")),
+    }
 }
 
 /// A bridge without STP, so its ports forward at once.

@@ -100,13 +100,15 @@ impl LabDir {
 
     pub fn meta(&self) -> Result<Meta> {
         let path = self.meta_path();
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "lab '{}' is not up ({} is missing); run `tiernet lab up FILE` first",
+        if !path.exists() {
+            bail!(
+                "lab '{}' is not up; start it with `tiernet lab up FILE --name {}`",
                 self.name,
-                path.display()
-            )
-        })?;
+                self.name
+            );
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
     }
 

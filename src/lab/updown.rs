@@ -44,13 +44,38 @@ impl Lab {
         if let Some(missing) = plan.namespaces().into_iter().find(|ns| !netns::exists(ns)) {
             bail!("lab '{name}' is incomplete (namespace {missing} is gone); run `tiernet lab up` again");
         }
-        Ok(Lab {
+        let lab = Lab {
             dir,
             meta,
             topology,
             compiled,
             plan,
-        })
+        };
+        lab.warn_about_agents();
+        Ok(lab)
+    }
+
+    /// Probes through a gateway mean little without its agent: say so up front.
+    fn warn_about_agents(&self) {
+        if !self.meta.agents {
+            eprintln!(
+                "note: lab {} runs without agents (--no-agent): gateways neither route nor filter",
+                self.dir.name
+            );
+            return;
+        }
+        for gw in self
+            .plan
+            .gateways
+            .iter()
+            .filter(|g| !agents::running(&self.dir, &g.gateway))
+        {
+            eprintln!(
+                "warning: the agent of {} is not running; its log:\n{}",
+                gw.gateway,
+                agents::log_tail(&self.dir.agent_log(&gw.gateway), 5)
+            );
+        }
     }
 
     /// Starts the listeners, probes every pair, stops the listeners.
@@ -68,14 +93,23 @@ impl Lab {
 /// removes what it built.
 pub async fn up(file: &Path, name: &str, agents: bool, today: NaiveDate) -> Result<Lab> {
     let dir = LabDir::new(name)?;
+    // Everything that can fail without touching the kernel, first.
+    let text = read_text(file)?;
+    let (topology, _) = compile_text(file, &text, today)?;
+    let agent = if agents { Some(agents::find()?) } else { None };
     if dir.exists() || plan_namespaces_exist(name) {
-        println!("lab {name}: removing the previous lab of that name first");
+        say!("lab {name}: removing the previous lab of that name first");
         down(name, false)?;
     }
     let started = Instant::now();
-    match build_lab(file, &dir, agents, today).await {
+    let source = Source {
+        file,
+        text,
+        topology,
+    };
+    match build_lab(&source, &dir, agent.as_ref(), today).await {
         Ok(lab) => {
-            println!("lab {name} is up in {:.1} s. Next: tiernet lab probe --name {name}; tiernet lab down --name {name}", started.elapsed().as_secs_f64());
+            say!("lab {name} is up in {:.1} s. Next: tiernet lab probe --name {name}; tiernet lab down --name {name}", started.elapsed().as_secs_f64());
             Ok(lab)
         }
         Err(e) => {
@@ -93,11 +127,22 @@ fn plan_namespaces_exist(name: &str) -> bool {
     netns::exists(&plan::switch_ns(name))
 }
 
-async fn build_lab(file: &Path, dir: &LabDir, agents: bool, today: NaiveDate) -> Result<Lab> {
+/// The topology file given to `lab up`, read and validated.
+struct Source<'a> {
+    file: &'a Path,
+    text: String,
+    topology: Topology,
+}
+
+async fn build_lab(
+    source: &Source<'_>,
+    dir: &LabDir,
+    agent: Option<&agents::AgentBinary>,
+    today: NaiveDate,
+) -> Result<Lab> {
     let name = dir.name.as_str();
-    let text = read_text(file)?;
-    let (topology, _) = compile_text(file, &text, today)?;
-    println!(
+    let (file, topology) = (source.file, &source.topology);
+    say!(
         "lab {name}: {} ({})",
         file.display(),
         topology.name.as_ref().map_or("unnamed", |n| n.v.as_str())
@@ -108,19 +153,19 @@ async fn build_lab(file: &Path, dir: &LabDir, agents: bool, today: NaiveDate) ->
     let sw = plan::switch_ns(name);
     build::create_namespace(dir, &sw)?;
     let vlans = build::has_8021q(&netns::rtnetlink_in(&sw)?).await?;
-    let (text, untagged) = rewrite::untag(&text, &topology)?;
+    let (text, untagged) = rewrite::untag(&source.text, topology)?;
     if !untagged.is_empty() {
         if vlans {
-            println!("  802.1Q is available, but the lab wires one veth per segment (VLAN trunks are not modelled in the lab):");
+            say!("  802.1Q is available, but the lab wires one veth per segment (VLAN trunks are not modelled in the lab):");
         } else {
-            println!(
-                "  no 802.1Q in this kernel: one veth per segment instead of VLANs on a trunk:"
-            );
+            say!("  no 802.1Q in this kernel: one veth per segment instead of VLANs on a trunk:");
         }
         for u in &untagged {
-            println!(
+            say!(
                 "    {:<28} vlan {:<5} -> port {}",
-                u.what, u.vlan, u.interface
+                u.what,
+                u.vlan,
+                u.interface
             );
         }
     }
@@ -128,7 +173,7 @@ async fn build_lab(file: &Path, dir: &LabDir, agents: bool, today: NaiveDate) ->
         .with_context(|| format!("writing {}", dir.topology().display()))?;
     let (topology, compiled) =
         compile_text(&dir.topology(), &text, today).context("the lab's rewritten topology")?;
-    println!(
+    say!(
         "  lab topology: {} (validated and compiled)",
         dir.topology().display()
     );
@@ -136,7 +181,7 @@ async fn build_lab(file: &Path, dir: &LabDir, agents: bool, today: NaiveDate) ->
         source: file.display().to_string(),
         today: today.to_string(),
         untagged: !untagged.is_empty(),
-        agents,
+        agents: agent.is_some(),
     };
     dir.write_meta(&meta)?;
 
@@ -145,7 +190,7 @@ async fn build_lab(file: &Path, dir: &LabDir, agents: bool, today: NaiveDate) ->
     build::create_namespaces(&plan, dir)?;
     let handles = Handles::open(&plan.namespaces())?;
     build::wire(&plan, &handles).await?;
-    println!(
+    say!(
         "  {} namespaces, {} bridges, {} veth pairs wired in {:.2} s",
         plan.namespaces().len(),
         plan.bridges.len(),
@@ -154,19 +199,18 @@ async fn build_lab(file: &Path, dir: &LabDir, agents: bool, today: NaiveDate) ->
     );
     print_hosts(&plan);
 
-    if agents {
-        let bin = agents::find()?;
-        agents::start(dir, &plan, &bin, today)?;
+    if let Some(bin) = agent {
+        agents::start(dir, &plan, bin, today)?;
         let waited = agents::wait_ready(dir, &plan, agents::READY_TIMEOUT)?;
         let names: Vec<&str> = plan.gateways.iter().map(|g| g.gateway.as_str()).collect();
-        println!(
+        say!(
             "  agents ready in {:.2} s: {} (logs in {})",
             waited.as_secs_f64(),
             names.join(", "),
             dir.root.join("logs").display()
         );
     } else {
-        println!("  no agents (--no-agent): gateways have their ports but no addresses, routes or firewall");
+        say!("  no agents (--no-agent): gateways have their ports but no addresses, routes or firewall");
     }
     Ok(Lab {
         dir: LabDir::new(name)?,
@@ -178,7 +222,7 @@ async fn build_lab(file: &Path, dir: &LabDir, agents: bool, today: NaiveDate) ->
 }
 
 fn print_hosts(plan: &LabPlan) {
-    println!("  hosts (ip netns exec NAMESPACE ...):");
+    say!("  hosts (ip netns exec NAMESPACE ...):");
     for host in &plan.hosts {
         let addrs: Vec<String> = plan
             .ends_in(&host.ns)
@@ -195,7 +239,7 @@ fn print_hosts(plan: &LabPlan) {
         } else {
             format!(" via {}", via.join(", "))
         };
-        println!(
+        say!(
             "    {:<28} {:<28} {}{via}",
             host.label(),
             host.ns,
@@ -214,7 +258,7 @@ pub fn down(name: &str, verbose: bool) -> Result<()> {
     }
     if !dir.exists() && namespaces.is_empty() {
         if verbose {
-            println!("lab {name} is not up: nothing to remove");
+            say!("lab {name} is not up: nothing to remove");
         }
         return Ok(());
     }
@@ -231,7 +275,7 @@ pub fn down(name: &str, verbose: bool) -> Result<()> {
             .with_context(|| format!("removing {}", dir.root.display()))?;
     }
     if verbose {
-        println!(
+        say!(
             "lab {name} is down: {stopped} agents stopped, {removed} namespaces removed in {:.2} s",
             started.elapsed().as_secs_f64()
         );
