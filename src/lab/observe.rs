@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 /// How long a probe waits for an answer before calling the path closed.
 pub const TIMEOUT: Duration = Duration::from_millis(300);
+/// The second, patient look at a path that should be open but did not answer in time
+/// (a busy machine, not a firewall).
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_millis(1500);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -18,8 +21,8 @@ pub enum Observed {
     Connected,
     /// UDP datagram or ICMP echo came back.
     Echoed,
-    /// Nothing came back in time (what a drop looks like).
-    Timeout,
+    /// Nothing came back within `ms` milliseconds (what a drop looks like).
+    Timeout { ms: u64 },
     /// A TCP reset or ICMP port unreachable: the packet got somewhere, but nothing listens.
     Refused,
     /// An ICMP error (no route, host unreachable, administratively prohibited, ...).
@@ -37,7 +40,7 @@ impl Observed {
         match self {
             Observed::Connected => "connected".into(),
             Observed::Echoed => "echo came back".into(),
-            Observed::Timeout => format!("no answer within {} ms", TIMEOUT.as_millis()),
+            Observed::Timeout { ms } => format!("no answer within {ms} ms"),
             Observed::Refused => "refused (nothing listening)".into(),
             Observed::Unreachable(e) => format!("unreachable: {e}"),
             Observed::Error(e) => format!("probe failed: {e}"),
@@ -45,9 +48,11 @@ impl Observed {
     }
 }
 
-fn failure(e: std::io::Error) -> Observed {
+fn failure(e: std::io::Error, timeout: Duration) -> Observed {
     match e.kind() {
-        ErrorKind::TimedOut | ErrorKind::WouldBlock => Observed::Timeout,
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => Observed::Timeout {
+            ms: timeout.as_millis() as u64,
+        },
         ErrorKind::ConnectionRefused => Observed::Refused,
         _ => match e.raw_os_error() {
             Some(
@@ -73,7 +78,8 @@ fn socket(src: IpAddr, dst: IpAddr, ty: Type, proto: Protocol) -> std::io::Resul
     Ok(s)
 }
 
-pub fn probe(src: IpAddr, dst: IpAddr, port: PortSpec) -> Observed {
+/// One probe from `src` to `dst` on `port`, waiting at most `timeout` for an answer.
+pub fn probe(src: IpAddr, dst: IpAddr, port: PortSpec, timeout: Duration) -> Observed {
     let (ty, proto) = match port.proto {
         Proto::Tcp => (Type::STREAM, Protocol::TCP),
         Proto::Udp => (Type::DGRAM, Protocol::UDP),
@@ -86,16 +92,13 @@ pub fn probe(src: IpAddr, dst: IpAddr, port: PortSpec) -> Observed {
         Err(e) => return Observed::Error(format!("{} socket from {src}: {e}", port.proto.name())),
     };
     let r = match port.proto {
-        Proto::Tcp => tcp(s, dst, port.lo),
-        Proto::Udp => udp(s.into(), src, dst, port.lo),
-        Proto::Icmp => icmp(s.into(), dst),
+        Proto::Tcp => s
+            .connect_timeout(&SockAddr::from(SocketAddr::new(dst, port.lo)), timeout)
+            .map(|()| Observed::Connected),
+        Proto::Udp => udp(s.into(), src, dst, port.lo, timeout),
+        Proto::Icmp => icmp(s.into(), dst, timeout),
     };
-    r.unwrap_or_else(failure)
-}
-
-fn tcp(s: Socket, dst: IpAddr, port: u16) -> std::io::Result<Observed> {
-    s.connect_timeout(&SockAddr::from(SocketAddr::new(dst, port)), TIMEOUT)?;
-    Ok(Observed::Connected)
+    r.unwrap_or_else(|e| failure(e, timeout))
 }
 
 /// Sends `payload` (twice, half the timeout apart, in case the first is lost) and waits
@@ -103,6 +106,7 @@ fn tcp(s: Socket, dst: IpAddr, port: u16) -> std::io::Result<Observed> {
 fn exchange(
     sock: &UdpSocket,
     payload: &[u8],
+    timeout: Duration,
     is_answer: impl Fn(&[u8]) -> bool,
 ) -> std::io::Result<Observed> {
     let start = Instant::now();
@@ -110,17 +114,19 @@ fn exchange(
     let mut buf = [0u8; 2048];
     loop {
         let elapsed = start.elapsed();
-        if elapsed >= TIMEOUT {
-            return Ok(Observed::Timeout);
+        if elapsed >= timeout {
+            return Ok(Observed::Timeout {
+                ms: timeout.as_millis() as u64,
+            });
         }
-        if sent == 0 || (sent == 1 && elapsed >= TIMEOUT / 2) {
+        if sent == 0 || (sent == 1 && elapsed >= timeout / 2) {
             sock.send(payload)?;
             sent += 1;
         }
-        let wait = if sent == 1 { TIMEOUT / 2 } else { TIMEOUT }
-            .saturating_sub(elapsed)
-            .max(Duration::from_millis(1));
-        sock.set_read_timeout(Some(wait))?;
+        let until = if sent == 1 { timeout / 2 } else { timeout };
+        sock.set_read_timeout(Some(
+            until.saturating_sub(elapsed).max(Duration::from_millis(1)),
+        ))?;
         match sock.recv(&mut buf) {
             Ok(n) if is_answer(&buf[..n]) => return Ok(Observed::Echoed),
             Ok(_) => {}
@@ -130,17 +136,23 @@ fn exchange(
     }
 }
 
-fn udp(s: UdpSocket, src: IpAddr, dst: IpAddr, port: u16) -> std::io::Result<Observed> {
+fn udp(
+    s: UdpSocket,
+    src: IpAddr,
+    dst: IpAddr,
+    port: u16,
+    timeout: Duration,
+) -> std::io::Result<Observed> {
     s.connect(SocketAddr::new(dst, port))?;
     let payload = format!("tiernet lab probe {src} -> {dst} udp/{port}");
-    exchange(&s, payload.as_bytes(), |answer| {
+    exchange(&s, payload.as_bytes(), timeout, |answer| {
         answer == payload.as_bytes()
     })
 }
 
 /// An echo request over a ping socket: the kernel fills in the identifier and the
 /// checksum and hands back only replies to this socket.
-fn icmp(s: UdpSocket, dst: IpAddr) -> std::io::Result<Observed> {
+fn icmp(s: UdpSocket, dst: IpAddr, timeout: Duration) -> std::io::Result<Observed> {
     let (request, reply) = if dst.is_ipv4() {
         (8u8, 0u8)
     } else {
@@ -151,7 +163,7 @@ fn icmp(s: UdpSocket, dst: IpAddr) -> std::io::Result<Observed> {
     let mut packet = vec![request, 0, 0, 0, 0, 0];
     packet.extend_from_slice(&seq.to_be_bytes());
     packet.extend_from_slice(b"tiernet lab probe");
-    exchange(&s, &packet, |answer| {
+    exchange(&s, &packet, timeout, |answer| {
         answer.len() >= 8 && answer[0] == reply && answer[6..8] == seq.to_be_bytes()
     })
 }

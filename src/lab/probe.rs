@@ -8,12 +8,13 @@ use crate::compile::ranges::Family;
 use crate::compile::Compiled;
 use crate::netns;
 use crate::topology::{PortSpec, Proto, Topology};
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Probes in flight at once; each worker thread sits in its source's namespace.
 pub const WORKERS: usize = 32;
@@ -182,27 +183,19 @@ pub fn matrix(plan: &LabPlan, topo: &Topology, compiled: &Compiled) -> Matrix {
     }
 }
 
-/// Sends every probe of the matrix from its source's namespace, `WORKERS` at a time.
-/// The listeners must be running.
-pub fn run(plan: &LabPlan, m: &mut Matrix) -> Result<()> {
+/// One probe to send: source namespace, source and destination address, port.
+type Job<'a> = (&'a str, IpAddr, IpAddr, PortSpec);
+
+/// Sends `jobs`, `WORKERS` at a time, each from its source's namespace (a worker
+/// thread enters the namespace of each job before making its socket).
+fn send_all(plan: &LabPlan, jobs: &[Job], timeout: Duration) -> Result<Vec<Observed>> {
     let mut namespaces = HashMap::new();
     for h in &plan.hosts {
         namespaces.insert(h.ns.as_str(), netns::open(&h.ns)?);
     }
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Observed)>> = Mutex::new(Vec::with_capacity(m.cells.len()));
-    let jobs: Vec<(&str, IpAddr, IpAddr, PortSpec)> = m
-        .cells
-        .iter()
-        .map(|c| {
-            (
-                plan.hosts[c.row].ns.as_str(),
-                c.source_address,
-                c.destination_address,
-                m.columns[c.column].port,
-            )
-        })
-        .collect();
+    let results: Mutex<Vec<(usize, Observed)>> = Mutex::new(Vec::with_capacity(jobs.len()));
+    let poisoned = || anyhow!("probe results poisoned");
     std::thread::scope(|s| -> Result<()> {
         let mut workers = Vec::new();
         for _ in 0..WORKERS.min(jobs.len()) {
@@ -218,29 +211,55 @@ pub fn run(plan: &LabPlan, m: &mut Matrix) -> Result<()> {
                         netns::enter(handle).with_context(|| format!("entering {ns}"))?;
                         current = Some(ns);
                     }
-                    let observed = observe::probe(src, dst, port);
-                    results
-                        .lock()
-                        .map_err(|_| anyhow::anyhow!("probe results poisoned"))?
-                        .push((i, observed));
+                    let observed = observe::probe(src, dst, port, timeout);
+                    results.lock().map_err(|_| poisoned())?.push((i, observed));
                 }
             }));
         }
         for w in workers {
-            w.join()
-                .map_err(|_| anyhow::anyhow!("a probe thread panicked"))??;
+            w.join().map_err(|_| anyhow!("a probe thread panicked"))??;
         }
         Ok(())
     })?;
-    for (i, observed) in results
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("probe results poisoned"))?
-    {
-        let cell = &mut m.cells[i];
-        cell.observed = observed.passed();
+    let mut out = vec![Observed::Error("not probed".into()); jobs.len()];
+    for (i, observed) in results.into_inner().map_err(|_| poisoned())? {
+        out[i] = observed;
+    }
+    Ok(out)
+}
+
+/// Probes every cell of the matrix (the listeners must be running). A path that should
+/// be open but stayed silent gets a second, patient probe before it counts as a
+/// mismatch, so a loaded machine does not pass for a firewall.
+pub fn run(plan: &LabPlan, m: &mut Matrix) -> Result<()> {
+    let job = |c: &Cell| {
+        (
+            plan.hosts[c.row].ns.as_str(),
+            c.source_address,
+            c.destination_address,
+            m.columns[c.column].port,
+        )
+    };
+    let jobs: Vec<Job> = m.cells.iter().map(job).collect();
+    let first = send_all(plan, &jobs, observe::TIMEOUT)?;
+    let retry: Vec<usize> = (0..jobs.len())
+        .filter(|&i| m.cells[i].expected && !first[i].passed())
+        .collect();
+    let retry_jobs: Vec<Job> = retry.iter().map(|&i| jobs[i]).collect();
+    let second = if retry_jobs.is_empty() {
+        Vec::new()
+    } else {
+        send_all(plan, &retry_jobs, observe::CONFIRM_TIMEOUT)?
+    };
+    let mut observed = first;
+    for (k, i) in retry.into_iter().enumerate() {
+        observed[i] = second[k].clone();
+    }
+    for (cell, o) in m.cells.iter_mut().zip(observed) {
+        cell.observed = o.passed();
         // A probe that could not be sent proves nothing either way: it counts as a mismatch.
-        cell.mismatch = cell.observed != cell.expected || matches!(observed, Observed::Error(_));
-        cell.observation = observed;
+        cell.mismatch = cell.observed != cell.expected || matches!(o, Observed::Error(_));
+        cell.observation = o;
     }
     Ok(())
 }
