@@ -159,7 +159,7 @@ fn family_any(f: Family) -> IpNet {
     }
 }
 
-/// A host on segment `segment`: its addresses on `eth0` and a default route per family
+/// A host in a segment: its addresses on `eth0` and a default route per family
 /// via the segment's router address (the gateway link's address in that subnet).
 fn segment_host(
     name: String,
@@ -356,9 +356,14 @@ pub fn plan(lab: &str, topo: &Topology, compiled: &Compiled) -> Result<LabPlan> 
             .flat_map(|l| l.addresses.iter().copied())
             .collect()
     };
+    // The address families of `nets`, each once, in order of appearance.
     let families = |nets: &[IpNet]| -> Vec<Family> {
-        let mut f: Vec<Family> = nets.iter().map(|n| Family::of(&n.addr())).collect();
-        f.dedup();
+        let mut f: Vec<Family> = Vec::new();
+        for family in nets.iter().map(|n| Family::of(&n.addr())) {
+            if !f.contains(&family) {
+                f.push(family);
+            }
+        }
         f
     };
 
