@@ -1,6 +1,7 @@
 //! The agent's life: restore the persisted state, apply the topology, then watch the
 //! kernel and put back anything changed behind tiernet's back.
 
+use super::controller_link::{self, DesiredState, LinkConfig, LinkHandle};
 use super::drift::{now_ms, DriftEvent, FlapGuard};
 use super::reconcile::Reconciler;
 use super::state::{Persisted, StateDir};
@@ -36,10 +37,12 @@ pub struct Config {
     /// Apply once and exit (no watching).
     pub once: bool,
     pub today: Option<NaiveDate>,
+    /// Controller mode (instead of `topology`): desired states come over this link.
+    pub controller: Option<LinkConfig>,
 }
 
 /// Compiles this gateway's part of a topology file.
-fn compile_gateway(path: &PathBuf, gateway: &str, today: NaiveDate) -> Result<GatewayState> {
+fn compile_gateway(path: &std::path::Path, gateway: &str, today: NaiveDate) -> Result<GatewayState> {
     let loaded = crate::topology::load::load(path, today)?;
     let compiled = loaded.compile(today).map_err(|report| anyhow!("topology does not validate:\n{report}"))?;
     compiled
@@ -55,6 +58,9 @@ struct Agent {
     flaps: FlapGuard,
     notices: Vec<String>,
     compiled_on: Option<NaiveDate>,
+    /// The controller revision being enforced, if a controller sent it.
+    revision: Option<u64>,
+    link: Option<LinkHandle>,
 }
 
 impl Agent {
@@ -62,16 +68,21 @@ impl Agent {
         self.cfg.today.unwrap_or_else(|| chrono::Local::now().date_naive())
     }
 
-    /// Applies a new desired state; on failure puts the previous one back.
-    async fn apply(&mut self, state: GatewayState, source: String) -> Result<()> {
+    /// Applies a new desired state; on failure puts the previous one back. Returns the
+    /// number of changes made.
+    async fn apply(&mut self, state: GatewayState, source: String, revision: Option<u64>) -> Result<usize> {
         let previous = self.rec.desired().clone();
         self.rec.set_desired(state.clone())?;
         match self.rec.converge(true).await {
             Ok(out) => {
-                self.dir.save(&Persisted { source: source.clone(), revision: None, state })?;
+                self.dir.save(&Persisted { source: source.clone(), revision, state })?;
+                self.revision = revision;
+                if let Some(link) = &self.link {
+                    link.set_state(revision, self.rec.desired(), true);
+                }
                 tracing::info!(gateway = %self.cfg.gateway, %source, changes = out.executed.len(),
                     elapsed_ms = out.elapsed.as_secs_f64() * 1e3, "applied");
-                Ok(())
+                Ok(out.executed.len())
             }
             Err(e) => {
                 tracing::error!(gateway = %self.cfg.gateway, %source, error = %e, "apply failed; restoring the previous state");
@@ -96,7 +107,16 @@ impl Agent {
                 elapsed_ms = out.elapsed.as_secs_f64() * 1e3, "converged");
             return Ok(());
         }
-        self.apply(state, path.display().to_string()).await
+        self.apply(state, path.display().to_string(), None).await.map(|_| ())
+    }
+
+    /// A state from the controller: apply it (or go back) and answer with the result.
+    async fn apply_desired(&mut self, d: DesiredState) {
+        let started = Instant::now();
+        let outcome = self.apply(d.state.clone(), format!("controller revision {}", d.revision), Some(d.revision)).await;
+        if let Some(link) = &self.link {
+            link.applied(&d, &outcome, started.elapsed());
+        }
     }
 
     /// Re-observes after kernel events (or a periodic check) and reverts what differs.
@@ -105,6 +125,9 @@ impl Agent {
         let new_notices = plan.notices != self.notices;
         self.notices = plan.notices.clone();
         if plan.actions.is_empty() && !new_notices {
+            if let Some(link) = &self.link {
+                link.set_in_sync(true);
+            }
             return Ok(());
         }
         let expected: Vec<String> = plan.actions.iter().map(|a| a.to_string()).collect();
@@ -138,6 +161,10 @@ impl Agent {
         tracing::warn!(target: "drift", gateway = %event.gateway, action = %event.action,
             latency_ms = event.latency_ms, changes = ?event.expected, notices = ?event.notices, cause = ?event.cause, "drift");
         self.dir.append_line("drift.jsonl", &line)?;
+        if let Some(link) = &self.link {
+            link.drift(&event);
+            link.set_in_sync(event.action == "reverted" || plan.actions.is_empty());
+        }
         Ok(())
     }
 }
@@ -154,9 +181,9 @@ pub async fn run(cfg: Config) -> Result<()> {
             None
         }
     };
-    let (initial, source) = match persisted {
-        Some(p) if p.state.gateway == cfg.gateway => (p.state, format!("persisted ({})", p.source)),
-        _ => (closed_state(&cfg.gateway), "closed".to_string()),
+    let (initial, source, revision) = match persisted {
+        Some(p) if p.state.gateway == cfg.gateway => (p.state, format!("persisted ({})", p.source), p.revision),
+        _ => (closed_state(&cfg.gateway), "closed".to_string(), None),
     };
     let rec = Reconciler::new(net, nft, initial)?;
     let mut agent = Agent {
@@ -165,13 +192,23 @@ pub async fn run(cfg: Config) -> Result<()> {
         flaps: FlapGuard::new(Duration::from_secs(10), 5, Duration::from_secs(30)),
         notices: Vec::new(),
         compiled_on: None,
+        revision,
+        link: None,
         cfg,
     };
     let started = Instant::now();
-    match agent.rec.converge(true).await {
+    let restored = agent.rec.converge(true).await;
+    match &restored {
         Ok(out) => tracing::info!(gateway = %agent.cfg.gateway, %source, changes = out.executed.len(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "restored"),
         Err(e) => tracing::error!(gateway = %agent.cfg.gateway, %source, error = %e, "could not restore the persisted state"),
+    }
+    let mut desired_rx = None;
+    if let Some(lc) = agent.cfg.controller.clone() {
+        let (link, rx) = controller_link::spawn(lc, Default::default());
+        link.set_state(agent.revision, agent.rec.desired(), restored.is_ok());
+        agent.link = Some(link);
+        desired_rx = Some(rx);
     }
     if let Err(e) = agent.load_topology().await {
         tracing::error!(gateway = %agent.cfg.gateway, error = %format!("{e:#}"), "topology not applied; keeping the last good state");
@@ -184,10 +221,18 @@ pub async fn run(cfg: Config) -> Result<()> {
     if agent.cfg.once {
         return Ok(());
     }
-    watch(agent).await
+    watch(agent, desired_rx).await
 }
 
-async fn watch(mut agent: Agent) -> Result<()> {
+/// The next state from the controller; never, without one.
+async fn next_desired(rx: &mut Option<mpsc::Receiver<DesiredState>>) -> Option<DesiredState> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn watch(mut agent: Agent, mut desired_rx: Option<mpsc::Receiver<DesiredState>>) -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<KernelEvent>();
     watch_rtnetlink(tx.clone())?;
     watch_nft(&agent.rec.desired().table.name, tx)?;
@@ -226,6 +271,7 @@ async fn watch(mut agent: Agent) -> Result<()> {
                     tracing::error!(error = %format!("{e:#}"), "periodic check failed");
                 }
             }
+            Some(d) = next_desired(&mut desired_rx) => agent.apply_desired(d).await,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the topology");
                 if let Err(e) = agent.load_topology().await {

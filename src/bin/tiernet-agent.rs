@@ -4,7 +4,9 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tiernet::agent::controller_link::LinkConfig;
 use tiernet::agent::daemon::{run, Config, Mode};
+use tiernet::controller::tls::TlsFiles;
 
 #[derive(Parser)]
 #[command(name = "tiernet-agent", version, about = "Programs one gateway and reverts drift from kernel events")]
@@ -13,8 +15,22 @@ struct Args {
     #[arg(long)]
     gateway: String,
     /// Standalone mode: compile this gateway's part of a local topology (reloaded on SIGHUP).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "controller")]
     topology: Option<PathBuf>,
+    /// Controller mode: take desired states from the controller at this URL (https://HOST:PORT).
+    #[arg(long, value_name = "URL", conflicts_with = "once")]
+    controller: Option<String>,
+    /// CA that signed the controller's certificate (controller mode).
+    #[arg(long, requires = "controller")]
+    ca: Option<PathBuf>,
+    /// This agent's certificate (its name must be the gateway name) and key.
+    #[arg(long, requires = "controller")]
+    cert: Option<PathBuf>,
+    #[arg(long, requires = "controller")]
+    key: Option<PathBuf>,
+    /// Plaintext to a loopback controller (labs and tests only).
+    #[arg(long, requires = "controller")]
+    insecure: bool,
     /// Where the last applied state is kept and restored from at start.
     #[arg(long, default_value = "/var/lib/tiernet/agent")]
     state_dir: PathBuf,
@@ -36,11 +52,23 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .json()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    tiernet::logging::init(true, args.insecure);
+    let controller = match args.controller {
+        Some(url) => match TlsFiles::from_args(args.ca, args.cert, args.key, args.insecure) {
+            Ok(tls) => Some(LinkConfig {
+                url,
+                gateway: args.gateway.clone(),
+                tls,
+                min_backoff: Duration::from_millis(200),
+                max_backoff: Duration::from_secs(10),
+            }),
+            Err(e) => {
+                eprintln!("tiernet-agent: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let cfg = Config {
         gateway: args.gateway,
         topology: args.topology,
@@ -50,6 +78,7 @@ fn main() -> ExitCode {
         owner: !args.no_owner,
         once: args.once,
         today: args.today,
+        controller,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -31,6 +31,9 @@ enum Output {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Control plane: plan, apply, status, events, history, diff, rollback, audit, pki.
+    #[command(flatten)]
+    Control(tiernet::cli::ControlCommand),
     /// Check a topology against the format and the tier rules; exit 0 valid, 1 invalid, 2 unreadable.
     Validate {
         file: PathBuf,
@@ -79,6 +82,9 @@ fn load_or_exit(file: &PathBuf, today: NaiveDate) -> Result<Loaded, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Control(cmd) = cli.command {
+        return tiernet::cli::run(cmd);
+    }
     let today = today(&cli);
     match run(&cli, today) {
         Ok(code) | Err(code) => code,
@@ -87,6 +93,8 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli, today: NaiveDate) -> Result<ExitCode, ExitCode> {
     match &cli.command {
+        // Owned arguments: these run to an exit code of their own.
+        Command::Control(_) => Ok(ExitCode::SUCCESS),
         Command::Validate { file, output } => {
             let loaded = load_or_exit(file, today)?;
             if *output == Output::Json {

@@ -1,0 +1,212 @@
+//! The agents connected right now: one stream per gateway, what each last reported, and
+//! the apply requests waiting for their results.
+
+use crate::compile::GatewayState;
+use crate::proto::v1::{controller_message, AgentReport, ApplyResult, ControllerMessage, Desired};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tonic::Status;
+
+pub type Outbound = mpsc::Sender<Result<ControllerMessage, Status>>;
+
+struct Conn {
+    session: u64,
+    tx: Outbound,
+    report: AgentReport,
+    last_seen_ms: u64,
+    /// The last drift it reported and could not revert (cleared by an in-sync report).
+    drift: Option<String>,
+}
+
+/// A copy of what is known about one connected agent.
+#[derive(Debug, Clone)]
+pub struct ConnView {
+    pub report: AgentReport,
+    pub last_seen_ms: u64,
+    pub drift: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    conns: Mutex<HashMap<String, Conn>>,
+    /// request id → (gateway, who waits for the result).
+    pending: Mutex<HashMap<u64, (String, oneshot::Sender<ApplyResult>)>>,
+    next_id: AtomicU64,
+    /// Gateways of a rollout in progress: accepted as known while it runs.
+    inflight: Mutex<HashSet<String>>,
+    /// Someone connected or left.
+    changed: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    /// Takes the gateway's one stream; refused if it already has one.
+    pub fn register(
+        &self,
+        gateway: &str,
+        report: AgentReport,
+        tx: Outbound,
+    ) -> Result<u64, Status> {
+        let mut conns = lock(&self.conns);
+        if conns.contains_key(gateway) {
+            return Err(Status::already_exists(format!(
+                "gateway '{gateway}' is already connected; one stream per gateway"
+            )));
+        }
+        let session = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let last_seen_ms = super::store::now_ms();
+        conns.insert(
+            gateway.to_string(),
+            Conn {
+                session,
+                tx,
+                report,
+                last_seen_ms,
+                drift: None,
+            },
+        );
+        drop(conns);
+        self.changed.notify_waiters();
+        Ok(session)
+    }
+
+    /// Forgets a stream (only the session that registered it, not a newer one), and fails
+    /// the apply requests that were waiting on it.
+    pub fn unregister(&self, gateway: &str, session: u64) {
+        let mut conns = lock(&self.conns);
+        if conns.get(gateway).is_some_and(|c| c.session == session) {
+            conns.remove(gateway);
+        }
+        drop(conns);
+        lock(&self.pending).retain(|_, (g, _)| g != gateway);
+        self.changed.notify_waiters();
+    }
+
+    /// Ends every agent stream (controller shutdown).
+    pub fn close_all(&self) {
+        lock(&self.conns).clear();
+        lock(&self.pending).clear();
+        self.changed.notify_waiters();
+    }
+
+    pub fn update_report(&self, gateway: &str, report: AgentReport) {
+        if let Some(c) = lock(&self.conns).get_mut(gateway) {
+            if report.in_sync {
+                c.drift = None;
+            }
+            c.report = report;
+            c.last_seen_ms = super::store::now_ms();
+        }
+    }
+
+    pub fn note_drift(&self, gateway: &str, unreverted: Option<String>) {
+        if let Some(c) = lock(&self.conns).get_mut(gateway) {
+            c.last_seen_ms = super::store::now_ms();
+            if let Some(what) = unreverted {
+                c.report.in_sync = false;
+                c.drift = Some(what);
+            }
+        }
+    }
+
+    pub fn view(&self, gateway: &str) -> Option<ConnView> {
+        lock(&self.conns).get(gateway).map(|c| ConnView {
+            report: c.report.clone(),
+            last_seen_ms: c.last_seen_ms,
+            drift: c.drift.clone(),
+        })
+    }
+
+    pub fn connected(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.conns).keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub fn set_inflight(&self, names: &[String]) {
+        *lock(&self.inflight) = names.iter().cloned().collect();
+    }
+
+    pub fn is_inflight(&self, gateway: &str) -> bool {
+        lock(&self.inflight).contains(gateway)
+    }
+
+    /// Waits up to `grace` for `gateway` to connect.
+    pub async fn wait_connected(&self, gateway: &str, grace: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let notified = self.changed.notified();
+            if lock(&self.conns).contains_key(gateway) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Completes the request an apply result answers. Results nobody waits for are dropped.
+    pub fn resolve(&self, gateway: &str, result: ApplyResult) {
+        let mut pending = lock(&self.pending);
+        // Only the gateway a request went to may answer it.
+        if pending
+            .get(&result.request_id)
+            .is_some_and(|(g, _)| g == gateway)
+        {
+            if let Some((_, tx)) = pending.remove(&result.request_id) {
+                let _ = tx.send(result);
+            }
+        }
+    }
+
+    /// Sends `state` (which must be `gateway`'s own) as `revision` and waits for the result.
+    pub async fn send_desired(
+        &self,
+        gateway: &str,
+        revision: u64,
+        state: &GatewayState,
+        timeout: Duration,
+    ) -> Result<ApplyResult, String> {
+        if state.gateway != gateway {
+            return Err(format!(
+                "refusing to send gateway '{}' state to '{gateway}'",
+                state.gateway
+            ));
+        }
+        let tx = lock(&self.conns)
+            .get(gateway)
+            .map(|c| c.tx.clone())
+            .ok_or("not connected")?;
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (otx, orx) = oneshot::channel();
+        lock(&self.pending).insert(request_id, (gateway.to_string(), otx));
+        let (state_json, state_digest) = crate::proto::encode_state(state);
+        let msg = ControllerMessage {
+            msg: Some(controller_message::Msg::Desired(Desired {
+                request_id,
+                revision,
+                state_json,
+                state_digest,
+            })),
+        };
+        let outcome = async {
+            tx.send(Ok(msg))
+                .await
+                .map_err(|_| "stream closed".to_string())?;
+            match tokio::time::timeout(timeout, orx).await {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(_)) => Err("disconnected before answering".to_string()),
+                Err(_) => Err(format!("no result within {}s", timeout.as_secs_f64())),
+            }
+        }
+        .await;
+        lock(&self.pending).remove(&request_id);
+        outcome
+    }
+}

@@ -1,0 +1,393 @@
+//! The controller's revisions and rollout against no-op agents: real gRPC, real mutual
+//! TLS and the real agent link on loopback, no dataplane (no kernel, no namespaces).
+
+mod control_util;
+
+use control_util::*;
+use std::time::Duration;
+use tiernet::proto::v1::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_gives_each_gateway_its_own_state_and_status_is_green() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctl = Controller::start(&pki, &dir.path().join("store.db")).await;
+    let (core, his) = (agent(&ctl, &pki, "gw-core"), agent(&ctl, &pki, "gw-his"));
+    let mut alice = admin(&ctl, &pki, "alice").await;
+    wait_connected(&mut alice, 2).await;
+
+    let progress = apply(&mut alice, REFERENCE, Some(0)).await.expect("apply");
+    assert_eq!(
+        progress.last().map(|p| p.phase.as_str()),
+        Some("done"),
+        "{progress:?}"
+    );
+    assert!(progress
+        .iter()
+        .any(|p| p.gateway == "gw-core" && p.phase == "applied"));
+    assert!(progress
+        .iter()
+        .any(|p| p.gateway == "gw-his" && p.phase == "applied"));
+    for (a, name) in [(&core, "gw-core"), (&his, "gw-his")] {
+        let seen = a.seen();
+        assert_eq!(seen.received, vec![1]);
+        assert_eq!(
+            seen.state.map(|s| s.gateway),
+            Some(name.to_string()),
+            "only its own state"
+        );
+    }
+    wait_until(Duration::from_secs(5), "status green", async || {
+        states(&status(&mut alice).await)
+            == [
+                ("gw-core".into(), "IN_SYNC".into()),
+                ("gw-his".into(), "IN_SYNC".into()),
+            ]
+    })
+    .await;
+    let h = alice
+        .history(HistoryRequest { limit: 10 })
+        .await
+        .expect("history")
+        .into_inner();
+    assert_eq!(h.current_revision, 1);
+    assert_eq!(h.revisions[0].status, "applied");
+    assert_eq!(h.revisions[0].author, "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_gateway_puts_every_gateway_back_on_the_previous_revision() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctl = Controller::start(&pki, &dir.path().join("store.db")).await;
+    let (core, his) = (agent(&ctl, &pki, "gw-core"), agent(&ctl, &pki, "gw-his"));
+    let mut alice = admin(&ctl, &pki, "alice").await;
+    wait_connected(&mut alice, 2).await;
+    apply(&mut alice, REFERENCE, None)
+        .await
+        .expect("first apply");
+    let rev1_core = core.seen().state;
+
+    his.fail_on(2);
+    let err = apply(&mut alice, &changed_reference(), Some(1))
+        .await
+        .expect_err("the rollout fails");
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
+    assert!(err.message().contains("gw-his"), "{}", err.message());
+    assert_eq!(
+        core.seen().received,
+        vec![1, 2, 1],
+        "gw-core applied 2, then was put back on 1"
+    );
+    assert_eq!(core.seen().state, rev1_core);
+    assert_eq!(core.seen().revision, Some(1));
+    assert_eq!(his.seen().revision, Some(1));
+    let h = alice
+        .history(HistoryRequest { limit: 10 })
+        .await
+        .expect("history")
+        .into_inner();
+    assert_eq!(h.current_revision, 1);
+    assert_eq!(h.revisions[0].status, "failed");
+    assert!(
+        h.revisions[0].message.contains("rolled back"),
+        "{}",
+        h.revisions[0].message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_canary_stops_the_rollout_before_the_others() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctl = Controller::start(&pki, &dir.path().join("store.db")).await;
+    let (core, his) = (agent(&ctl, &pki, "gw-core"), agent(&ctl, &pki, "gw-his"));
+    let mut alice = admin(&ctl, &pki, "alice").await;
+    wait_connected(&mut alice, 2).await;
+    apply(&mut alice, REFERENCE, None)
+        .await
+        .expect("first apply");
+    core.fail_on(2);
+    let req = ApplyRequest {
+        name: "c.yaml".into(),
+        topology: changed_reference(),
+        expect_revision: None,
+        canary: "gw-core".into(),
+    };
+    let err = collect(alice.apply(req).await.expect("started").into_inner())
+        .await
+        .expect_err("canary fails");
+    assert_eq!(err.code(), tonic::Code::Aborted);
+    assert_eq!(his.seen().received, vec![1], "gw-his never saw revision 2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_with_a_reason_and_change_nothing() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctl = Controller::start(&pki, &dir.path().join("store.db")).await;
+    let (_core, _his) = (agent(&ctl, &pki, "gw-core"), agent(&ctl, &pki, "gw-his"));
+    let mut alice = admin(&ctl, &pki, "alice").await;
+    wait_connected(&mut alice, 2).await;
+    apply(&mut alice, REFERENCE, Some(0))
+        .await
+        .expect("first apply");
+
+    let stale = apply(&mut alice, &changed_reference(), Some(0))
+        .await
+        .expect_err("stale expect-revision");
+    assert_eq!(stale.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        stale.message().contains("current revision is 1"),
+        "{}",
+        stale.message()
+    );
+
+    let invalid = REFERENCE.replace("    to: vdi-gateway\n", "    to: research-db\n");
+    let bad = apply(&mut alice, &invalid, None)
+        .await
+        .expect_err("invalid topology");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(
+        bad.message().contains("error["),
+        "names the rule: {}",
+        bad.message()
+    );
+
+    let canary = ApplyRequest {
+        name: "c.yaml".into(),
+        topology: REFERENCE.into(),
+        expect_revision: None,
+        canary: "gw-nope".into(),
+    };
+    assert_eq!(
+        alice
+            .apply(canary)
+            .await
+            .map(|_| ())
+            .expect_err("unknown canary")
+            .code(),
+        tonic::Code::InvalidArgument
+    );
+    assert_eq!(
+        alice
+            .diff(DiffRequest { from: 1, to: 9 })
+            .await
+            .expect_err("no revision 9")
+            .code(),
+        tonic::Code::NotFound
+    );
+    assert_eq!(
+        alice
+            .rollback(RollbackRequest {
+                revision: 9,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .expect_err("no rev")
+            .code(),
+        tonic::Code::NotFound
+    );
+
+    let h = alice
+        .history(HistoryRequest { limit: 10 })
+        .await
+        .expect("history")
+        .into_inner();
+    assert_eq!(
+        h.revisions.len(),
+        1,
+        "nothing was stored for the refused requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_diff_and_events() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctl = Controller::start(&pki, &dir.path().join("store.db")).await;
+    let (core, _his) = (agent(&ctl, &pki, "gw-core"), agent(&ctl, &pki, "gw-his"));
+    let mut alice = admin(&ctl, &pki, "alice").await;
+    wait_connected(&mut alice, 2).await;
+    apply(&mut alice, REFERENCE, None).await.expect("rev 1");
+    let rev1 = core.seen().state;
+    apply(&mut alice, &changed_reference(), Some(1))
+        .await
+        .expect("rev 2");
+    assert_ne!(core.seen().state, rev1);
+
+    let d = alice
+        .diff(DiffRequest { from: 1, to: 2 })
+        .await
+        .expect("diff")
+        .into_inner();
+    assert!(
+        d.topology_diff.contains("-  - name: thin-client"),
+        "{}",
+        d.topology_diff
+    );
+    let core_changes = d
+        .gateways
+        .iter()
+        .find(|g| g.gateway == "gw-core")
+        .map(|g| g.changes.clone())
+        .unwrap_or_default();
+    assert!(
+        core_changes
+            .iter()
+            .any(|c| c.starts_with("- nft") && c.contains("thin-client")),
+        "{core_changes:?}"
+    );
+    assert!(
+        d.gateways
+            .iter()
+            .any(|g| g.gateway == "gw-his" && g.changes.is_empty()),
+        "gw-his unchanged"
+    );
+
+    let out = collect(
+        alice
+            .rollback(RollbackRequest {
+                revision: 1,
+                expect_revision: Some(2),
+                canary: String::new(),
+            })
+            .await
+            .expect("rollback")
+            .into_inner(),
+    )
+    .await
+    .expect("rollback applies");
+    assert_eq!(out.last().map(|p| p.revision), Some(3));
+    assert_eq!(
+        core.seen().state,
+        rev1,
+        "rollback restores revision 1's state"
+    );
+    assert_eq!(core.seen().revision, Some(3));
+    let h = alice
+        .history(HistoryRequest { limit: 10 })
+        .await
+        .expect("history")
+        .into_inner();
+    assert_eq!(
+        (h.current_revision, h.revisions[0].kind.as_str()),
+        (3, "rollback")
+    );
+
+    let events: Vec<Event> = {
+        let mut s = alice
+            .events(EventsRequest {
+                after: 0,
+                limit: 100,
+                follow: false,
+            })
+            .await
+            .expect("events")
+            .into_inner();
+        let mut v = Vec::new();
+        while let Some(e) = s.message().await.expect("event") {
+            v.push(e);
+        }
+        v
+    };
+    assert!(events
+        .iter()
+        .any(|e| e.kind == "connect" && e.gateway == "gw-core"));
+    assert_eq!(events.iter().filter(|e| e.kind == "rollout").count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_and_lost_agents_show_in_status_and_follow_streams_events() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctl = Controller::start(&pki, &dir.path().join("store.db")).await;
+    let (core, his) = (agent(&ctl, &pki, "gw-core"), agent(&ctl, &pki, "gw-his"));
+    let mut alice = admin(&ctl, &pki, "alice").await;
+    wait_connected(&mut alice, 2).await;
+    apply(&mut alice, REFERENCE, None).await.expect("apply");
+    let mut follow = alice
+        .events(EventsRequest {
+            after: 0,
+            limit: 1,
+            follow: true,
+        })
+        .await
+        .expect("follow")
+        .into_inner();
+    let _ = follow.message().await.expect("backlog");
+
+    core.link.drift(&tiernet::agent::drift::DriftEvent {
+        gateway: "gw-core".into(),
+        at_ms: 1,
+        cause: vec!["route deleted (proto 201)".into()],
+        expected: vec!["add route 10.4.10.0/24 via 10.255.0.2 dev tr900".into()],
+        notices: vec![],
+        action: "reported: flapping (1), another process keeps changing it; backing off".into(),
+        latency_ms: 1.0,
+    });
+    core.link.set_in_sync(false);
+    let e = tokio::time::timeout(Duration::from_secs(5), follow.message())
+        .await
+        .expect("event in time")
+        .expect("stream")
+        .expect("event");
+    assert_eq!((e.kind.as_str(), e.gateway.as_str()), ("drift", "gw-core"));
+    wait_until(Duration::from_secs(5), "DRIFTED", async || {
+        states(&status(&mut alice).await).contains(&("gw-core".into(), "DRIFTED".into()))
+    })
+    .await;
+    core.link.set_in_sync(true);
+    drop(his);
+    wait_until(Duration::from_secs(5), "UNREACHABLE", async || {
+        states(&status(&mut alice).await)
+            == [
+                ("gw-core".into(), "IN_SYNC".into()),
+                ("gw-his".into(), "UNREACHABLE".into()),
+            ]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_controller_finds_agents_in_sync_without_reapplying() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store.db");
+    let mut ctl = Controller::start(&pki, &store).await;
+    let (core, his) = (agent(&ctl, &pki, "gw-core"), agent(&ctl, &pki, "gw-his"));
+    let mut alice = admin(&ctl, &pki, "alice").await;
+    wait_connected(&mut alice, 2).await;
+    apply(&mut alice, REFERENCE, None).await.expect("apply");
+    let addr = ctl.addr;
+    ctl.stop().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        core.seen().revision,
+        Some(1),
+        "agents keep their state while the controller is away"
+    );
+
+    let ctl = Controller::start_at(&pki, &store, addr).await;
+    let mut alice = admin(&ctl, &pki, "alice").await;
+    wait_until(
+        Duration::from_secs(10),
+        "agents back and in sync",
+        async || {
+            states(&status(&mut alice).await)
+                == [
+                    ("gw-core".into(), "IN_SYNC".into()),
+                    ("gw-his".into(), "IN_SYNC".into()),
+                ]
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        core.seen().received,
+        vec![1],
+        "no re-apply after the restart"
+    );
+    assert_eq!(his.seen().received, vec![1]);
+}
