@@ -16,6 +16,8 @@ use std::time::Duration;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
@@ -61,7 +63,8 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> Resu
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     }
     tracing::info!(%addr, store = %cfg.store.display(), tls = cfg.tls.is_some(), revision = ctl.current_id(), "controller listening");
-    server
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let serving = server
         .add_service(AgentLinkServer::new(AgentService { ctl: ctl.clone() }))
         .add_service(AdminServer::new(AdminService { ctl: ctl.clone() }))
         .add_service(reflection)
@@ -72,10 +75,18 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> Resu
                 // Agent streams never end by themselves; ending them lets shutdown finish and
                 // sends the agents to reconnect.
                 ctl.hub.close_all();
+                let _ = stopping_tx.send(true);
             },
-        )
-        .await
-        .context("serving")?;
+        );
+    // `events --follow` streams would hold a graceful shutdown forever: cut them after a while.
+    let deadline = async {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = serving => r.context("serving")?,
+        _ = deadline => tracing::warn!("clients still connected {}s after shutdown; stopping anyway", SHUTDOWN_GRACE.as_secs()),
+    }
     tracing::info!("controller stopped");
     Ok(())
 }
