@@ -95,7 +95,10 @@ struct Ns(String);
 
 impl Ns {
     fn new(tag: &str) -> Ns {
-        let name = format!("tncp-{tag}-{}", std::process::id());
+        // Unique per test thread too: tests of this file run in parallel in one process.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("tncp-{tag}-{}-{n}", std::process::id());
         let _ = run(&["ip", "netns", "del", &name]);
         ok(&["ip", "netns", "add", &name]);
         let ns = Ns(name);
