@@ -15,3 +15,8 @@ if ! command -v cargo >/dev/null; then
   echo "tiernet: cargo (Rust toolchain) is required; install it with rustup first" >&2
   exit 2
 fi
+# tests/control_python.rs: an independent gRPC client, generated from proto/ with grpcio-tools.
+if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
+  python3 -m pip --version >/dev/null 2>&1 || { apt-get update -qq; apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null; }
+  python3 -m pip install -q grpcio grpcio-tools 2>/dev/null || python3 -m pip install -q --break-system-packages grpcio grpcio-tools
+fi
