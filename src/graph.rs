@@ -22,7 +22,11 @@ pub fn dot(topo: &Topology) -> String {
     let title = topo.name.as_ref().map_or("topology", |n| n.v.as_str());
     let _ = writeln!(out, "digraph {} {{", id("topology", title));
     let _ = writeln!(out, "  compound=true; rankdir=LR; node [fontname=\"Helvetica\"]; edge [fontname=\"Helvetica\"];");
-    let _ = writeln!(out, "  {} [shape=cloud, label=\"internet\"];", id("internet", "internet"));
+    let _ = writeln!(
+        out,
+        "  {} [shape=cloud, label=\"internet\"];",
+        id("internet", "internet")
+    );
     let mut tiers: Vec<usize> = (0..topo.tiers.len()).collect();
     tiers.sort_by_key(|&t| topo.tiers[t].level.v);
     for t in tiers {
@@ -34,11 +38,19 @@ pub fn dot(topo: &Topology) -> String {
             "    label=\"tier {} (level {}, confidentiality {}, internet {:?})\"; style=rounded;",
             tier.name.v, tier.level.v, p.confidentiality, p.internet
         );
-        let _ = writeln!(out, "    {} [shape=point, style=invis];", id("tier", &tier.name.v));
+        let _ = writeln!(
+            out,
+            "    {} [shape=point, style=invis];",
+            id("tier", &tier.name.v)
+        );
         for s in index.endpoint_segments(Endpoint::Tier(t)) {
             let seg = &topo.segments[s];
             let nets: Vec<String> = seg.subnets.iter().map(|n| n.v.to_string()).collect();
-            let vlan = seg.vlan.as_ref().map(|v| format!(" vlan {}", v.v)).unwrap_or_default();
+            let vlan = seg
+                .vlan
+                .as_ref()
+                .map(|v| format!(" vlan {}", v.v))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "    {} [shape=box, label=\"{}\\n{}{}\\nvia {}\"];",
@@ -53,8 +65,15 @@ pub fn dot(topo: &Topology) -> String {
                     continue;
                 }
                 let ports: Vec<String> = svc.ports.iter().map(|p| p.v.to_string()).collect();
-                let role = svc.role().map(|r| format!("\\nrole {r}")).unwrap_or_default();
-                let shape = if svc.role() == Some(TRANSFER_ROLE) { "doubleoctagon" } else { "ellipse" };
+                let role = svc
+                    .role()
+                    .map(|r| format!("\\nrole {r}"))
+                    .unwrap_or_default();
+                let shape = if svc.role() == Some(TRANSFER_ROLE) {
+                    "doubleoctagon"
+                } else {
+                    "ellipse"
+                };
                 let _ = writeln!(
                     out,
                     "    {} [shape={shape}, label=\"{}\\n{}{}\"];",
@@ -63,7 +82,12 @@ pub fn dot(topo: &Topology) -> String {
                     ports.join(" "),
                     role
                 );
-                let _ = writeln!(out, "    {} -> {} [style=dotted, arrowhead=none];", id("segment", &seg.name.v), id("service", &svc.name.v));
+                let _ = writeln!(
+                    out,
+                    "    {} -> {} [style=dotted, arrowhead=none];",
+                    id("segment", &seg.name.v),
+                    id("service", &svc.name.v)
+                );
             }
         }
         let _ = writeln!(out, "  }}");
@@ -96,7 +120,12 @@ pub fn dot(topo: &Topology) -> String {
                 let (Ok(a), Ok(b)) = (index.endpoint(&from.v), index.endpoint(&to.v)) else {
                     continue;
                 };
-                let _ = writeln!(out, "  {} -> {} [label=\"{label}\", {style}];", endpoint_id(&index, a), endpoint_id(&index, b));
+                let _ = writeln!(
+                    out,
+                    "  {} -> {} [label=\"{label}\", {style}];",
+                    endpoint_id(&index, a),
+                    endpoint_id(&index, b)
+                );
             }
         }
     }

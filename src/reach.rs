@@ -46,7 +46,11 @@ fn on_link(gw: &GatewayState, addr: &IpAddr) -> Option<(String, u8)> {
 }
 
 /// The egress interface toward `dst` on `gw`, and the next gateway if it is a transit peer.
-fn route(c: &Compiled, gw: &GatewayState, dst: &IpAddr) -> Option<(String, Option<(usize, String)>)> {
+fn route(
+    c: &Compiled,
+    gw: &GatewayState,
+    dst: &IpAddr,
+) -> Option<(String, Option<(usize, String)>)> {
     if let Some((dev, _)) = on_link(gw, dst) {
         return Some((dev, None));
     }
@@ -69,10 +73,17 @@ fn route(c: &Compiled, gw: &GatewayState, dst: &IpAddr) -> Option<(String, Optio
 
 /// Where a packet from `src` first meets a gateway: the link its subnet is on, or an uplink.
 fn ingress(c: &Compiled, src: &IpAddr) -> Option<(usize, String)> {
-    let on_segment = c.gateways.iter().enumerate().find_map(|(i, g)| on_link(g, src).map(|(l, _)| (i, l)));
+    let on_segment = c
+        .gateways
+        .iter()
+        .enumerate()
+        .find_map(|(i, g)| on_link(g, src).map(|(l, _)| (i, l)));
     on_segment.or_else(|| {
         c.gateways.iter().enumerate().find_map(|(i, g)| {
-            g.links.iter().find(|l| l.zone == Zone::Uplink).map(|l| (i, l.name.clone()))
+            g.links
+                .iter()
+                .find(|l| l.zone == Zone::Uplink)
+                .map(|l| (i, l.name.clone()))
         })
     })
 }
@@ -84,7 +95,14 @@ pub fn reach(c: &Compiled, src: IpAddr, dst: IpAddr, traffic: PortSpec) -> Answe
         Proto::Icmp if dst.is_ipv6() => (PROTO_ICMPV6, true),
         Proto::Icmp => (PROTO_ICMP, true),
     };
-    let mut answer = Answer { src, dst, traffic: traffic.to_string(), allowed: false, reason: String::new(), hops: Vec::new() };
+    let mut answer = Answer {
+        src,
+        dst,
+        traffic: traffic.to_string(),
+        allowed: false,
+        reason: String::new(),
+        hops: Vec::new(),
+    };
     if src.is_ipv4() != dst.is_ipv4() {
         answer.reason = "source and destination are of different address families".into();
         return answer;
@@ -105,7 +123,16 @@ pub fn reach(c: &Compiled, src: IpAddr, dst: IpAddr, traffic: PortSpec) -> Answe
             answer.reason = format!("gateway '{}' has no route to {dst}", gw.gateway);
             return answer;
         };
-        let packet = Packet { iif: iif.clone(), oif: oif.clone(), src, dst, proto, dport: traffic.lo, echo, ct: CtState::New };
+        let packet = Packet {
+            iif: iif.clone(),
+            oif: oif.clone(),
+            src,
+            dst,
+            proto,
+            dport: traffic.lo,
+            echo,
+            ct: CtState::New,
+        };
         let out = eval(&gw.table, Hook::Forward, &packet);
         answer.hops.push(Hop {
             gateway: gw.gateway.clone(),
@@ -119,7 +146,10 @@ pub fn reach(c: &Compiled, src: IpAddr, dst: IpAddr, traffic: PortSpec) -> Answe
             answer.reason = format!(
                 "dropped on '{}' by {}",
                 gw.gateway,
-                out.comment.map_or("the default-deny policy".to_string(), |c| format!("rule '{c}'"))
+                out.comment
+                    .map_or("the default-deny policy".to_string(), |c| format!(
+                        "rule '{c}'"
+                    ))
             );
             return answer;
         }
@@ -131,7 +161,9 @@ pub fn reach(c: &Compiled, src: IpAddr, dst: IpAddr, traffic: PortSpec) -> Answe
             }
             None => {
                 answer.allowed = true;
-                answer.reason = accepted_by.and_then(|o| o.comment).map_or("accepted".into(), |c| format!("flow '{c}'"));
+                answer.reason = accepted_by
+                    .and_then(|o| o.comment)
+                    .map_or("accepted".into(), |c| format!("flow '{c}'"));
                 return answer;
             }
         }
@@ -149,7 +181,9 @@ pub fn address_of(topo: &Topology, what: &str, family: Option<Family>) -> Result
     }
     let index = Index::new(topo);
     let pick = |nets: Vec<IpNet>| -> Option<IpNet> {
-        nets.iter().find(|n| family.is_none_or(|f| Family::of(&n.addr()) == f)).copied()
+        nets.iter()
+            .find(|n| family.is_none_or(|f| Family::of(&n.addr()) == f))
+            .copied()
     };
     match index.endpoint(what)? {
         Endpoint::Internet => Ok(match family {
@@ -170,7 +204,8 @@ pub fn address_of(topo: &Topology, what: &str, family: Option<Family>) -> Result
             let seg = &topo.segments[segment];
             let subnet = pick(seg.subnets.iter().map(|n| n.v).collect())
                 .ok_or_else(|| format!("segment '{}' has no subnet of that family", seg.name.v))?;
-            client_address(topo, segment, &subnet).ok_or_else(|| format!("segment '{}' has no free host address", seg.name.v))
+            client_address(topo, segment, &subnet)
+                .ok_or_else(|| format!("segment '{}' has no free host address", seg.name.v))
         }
     }
 }
@@ -181,11 +216,18 @@ fn client_address(topo: &Topology, segment: usize, subnet: &IpNet) -> Option<IpA
     let family = Family::of(&subnet.addr());
     let taken = |a: &IpAddr| {
         crate::compile::network::router_address(seg, subnet) == *a
-            || topo.services.iter().any(|s| s.addresses.iter().any(|n| n.v.contains(a)))
+            || topo
+                .services
+                .iter()
+                .any(|s| s.addresses.iter().any(|n| n.v.contains(a)))
     };
     let lo = addr_value(&subnet.network());
     let hi = addr_value(&subnet.broadcast()).saturating_sub(u128::from(family == Family::V4));
-    (lo + 1..=hi).rev().take(4096).map(|v| family.addr(v)).find(|a| !taken(a))
+    (lo + 1..=hi)
+        .rev()
+        .take(4096)
+        .map(|v| family.addr(v))
+        .find(|a| !taken(a))
 }
 
 /// Parses `tcp/443`, `udp/53` or `icmp` for a query (a single port).

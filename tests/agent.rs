@@ -9,12 +9,19 @@ use std::time::{Duration, Instant};
 const TODAY: &str = "2026-11-26";
 
 fn run(args: &[&str]) -> Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("running {args:?}: {e}"))
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
 }
 
 fn ok(args: &[&str]) -> String {
     let out = run(args);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -35,36 +42,32 @@ impl Drop for Gateway {
     }
 }
 
-/// The reference topology with untagged ports instead of VLANs (no 802.1Q on this kernel):
-/// segment `vlan: N` becomes `interface: segN`, the transit's becomes `trN`.
+/// The reference topology with untagged ports instead of VLANs (no 802.1Q on this kernel),
+/// rewritten the way the namespace lab does it: `segN` for segments, `trN` for transit.
 fn untagged_reference() -> String {
-    let text = std::fs::read_to_string("topologies/clinical-research.yaml").expect("reference topology");
-    let mut out = String::new();
-    let mut section = "";
-    for line in text.lines() {
-        if !line.starts_with(' ') && line.ends_with(':') {
-            section = if line.starts_with("transit") { "tr" } else { "seg" };
-        }
-        match line.trim_start().strip_prefix("vlan: ") {
-            Some(id) => {
-                let indent = &line[..line.len() - line.trim_start().len()];
-                let id = id.split_whitespace().next().unwrap_or(id);
-                out.push_str(&format!("{indent}interface: {section}{id}\n"));
-            }
-            None => out.push_str(&format!("{line}\n")),
-        }
-    }
-    out
+    let text =
+        std::fs::read_to_string("topologies/clinical-research.yaml").expect("reference topology");
+    let (topo, diags) = tiernet::topology::parse(&text);
+    assert!(diags.is_empty(), "{diags:?}");
+    tiernet::lab::rewrite::untag(&text, &topo.expect("parsed"))
+        .expect("untag")
+        .0
 }
 
-const CORE_PORTS: &[&str] = &["seg110", "seg210", "seg310", "seg320", "eth3", "tr900", "eth0"];
+const CORE_PORTS: &[&str] = &[
+    "seg110", "seg210", "seg310", "seg320", "eth3", "tr900", "eth0",
+];
 
 impl Gateway {
     fn new(tag: &str) -> Gateway {
         let ns = format!("tnagent-{tag}-{}", std::process::id());
         let _ = run(&["ip", "netns", "del", &ns]);
         ok(&["ip", "netns", "add", &ns]);
-        let gw = Gateway { ns, dir: tempfile::tempdir().expect("tempdir"), agent: None };
+        let gw = Gateway {
+            ns,
+            dir: tempfile::tempdir().expect("tempdir"),
+            agent: None,
+        };
         for (i, port) in CORE_PORTS.iter().enumerate() {
             let peer = format!("peer{i}");
             gw.ip(&["link", "add", port, "type", "veth", "peer", "name", &peer]);
@@ -98,8 +101,20 @@ impl Gateway {
         let mut c = Command::new("ip");
         let topo = self.topology();
         let state = self.state_dir();
-        c.args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_tiernet-agent"), "--gateway", "gw-core"]);
-        c.args(["--state-dir", state.to_str().unwrap_or_default(), "--today", TODAY]);
+        c.args([
+            "netns",
+            "exec",
+            &self.ns,
+            env!("CARGO_BIN_EXE_tiernet-agent"),
+            "--gateway",
+            "gw-core",
+        ]);
+        c.args([
+            "--state-dir",
+            state.to_str().unwrap_or_default(),
+            "--today",
+            TODAY,
+        ]);
         if !extra.contains(&"--no-topology") {
             c.args(["--topology", topo.to_str().unwrap_or_default()]);
         }
@@ -123,9 +138,18 @@ impl Gateway {
     fn start(&mut self, extra: &[&str]) {
         let _ = std::fs::remove_file(self.state_dir().join("ready"));
         let log = std::fs::File::create(self.dir.path().join("agent.log")).expect("log file");
-        let child = self.agent_cmd(extra).stdout(Stdio::null()).stderr(log).spawn().expect("agent starts");
+        let child = self
+            .agent_cmd(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("agent starts");
         self.agent = Some(child);
-        wait_for(Duration::from_secs(20), || self.state_dir().join("ready").exists(), || self.log());
+        wait_for(
+            Duration::from_secs(20),
+            || self.state_dir().join("ready").exists(),
+            || self.log(),
+        );
     }
 
     fn log(&self) -> String {
@@ -133,19 +157,28 @@ impl Gateway {
     }
 
     fn routes(&self) -> Vec<String> {
-        let v: Value = serde_json::from_str(&self.ip(&["-j", "route", "show", "proto", "201"])).expect("ip -j route");
+        let v: Value = serde_json::from_str(&self.ip(&["-j", "route", "show", "proto", "201"]))
+            .expect("ip -j route");
         let mut r: Vec<String> = v
             .as_array()
             .into_iter()
             .flatten()
-            .map(|r| format!("{} via {} dev {}", r["dst"].as_str().unwrap_or(""), r["gateway"].as_str().unwrap_or(""), r["dev"].as_str().unwrap_or("")))
+            .map(|r| {
+                format!(
+                    "{} via {} dev {}",
+                    r["dst"].as_str().unwrap_or(""),
+                    r["gateway"].as_str().unwrap_or(""),
+                    r["dev"].as_str().unwrap_or("")
+                )
+            })
             .collect();
         r.sort();
         r
     }
 
     fn addresses(&self, dev: &str) -> Vec<String> {
-        let v: Value = serde_json::from_str(&self.ip(&["-j", "addr", "show", "dev", dev])).expect("ip -j addr");
+        let v: Value = serde_json::from_str(&self.ip(&["-j", "addr", "show", "dev", dev]))
+            .expect("ip -j addr");
         v[0]["addr_info"]
             .as_array()
             .into_iter()
@@ -157,7 +190,11 @@ impl Gateway {
 
     fn ruleset(&self) -> Value {
         let out = self.exec(&["nft", "-j", "list", "ruleset"]);
-        assert!(out.status.success(), "nft list: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "nft list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         normalize(serde_json::from_slice(&out.stdout).expect("nft json"))
     }
 
@@ -173,7 +210,11 @@ impl Gateway {
 fn wait_for(limit: Duration, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?}\n{}", context());
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?}\n{}",
+            context()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -204,16 +245,38 @@ fn normalize(mut v: Value) -> Value {
 
 /// The ruleset `nft -f` makes of the rendered script, loaded in a scratch namespace.
 fn expected_ruleset(topology: &Path) -> Value {
-    let render = ok(&[env!("CARGO_BIN_EXE_tiernet"), "render", topology.to_str().unwrap_or_default(), "--gateway", "gw-core", "--today", TODAY]);
+    let render = ok(&[
+        env!("CARGO_BIN_EXE_tiernet"),
+        "render",
+        topology.to_str().unwrap_or_default(),
+        "--gateway",
+        "gw-core",
+        "--today",
+        TODAY,
+    ]);
     let scratch = format!("tnagent-ref-{}", std::process::id());
     let _ = run(&["ip", "netns", "del", &scratch]);
     ok(&["ip", "netns", "add", &scratch]);
     let script = std::env::temp_dir().join(format!("{scratch}.nft"));
     std::fs::write(&script, render).expect("script");
-    let load = run(&["ip", "netns", "exec", &scratch, "nft", "-f", script.to_str().unwrap_or_default()]);
-    let list = run(&["ip", "netns", "exec", &scratch, "nft", "-j", "list", "ruleset"]);
+    let load = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &scratch,
+        "nft",
+        "-f",
+        script.to_str().unwrap_or_default(),
+    ]);
+    let list = run(&[
+        "ip", "netns", "exec", &scratch, "nft", "-j", "list", "ruleset",
+    ]);
     let _ = run(&["ip", "netns", "del", &scratch]);
-    assert!(load.status.success(), "nft -f: {}", String::from_utf8_lossy(&load.stderr));
+    assert!(
+        load.status.success(),
+        "nft -f: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
     normalize(serde_json::from_slice(&list.stdout).expect("nft json"))
 }
 
@@ -221,17 +284,38 @@ fn expected_ruleset(topology: &Path) -> Value {
 fn apply_reads_back_exactly_and_twice_changes_nothing() {
     let gw = Gateway::new("apply");
     let first = gw.apply_once(&[]);
-    assert!(first > 10, "the first apply programs the gateway ({first} changes)");
-    assert_eq!(gw.ruleset(), expected_ruleset(&gw.topology()), "kernel ruleset == nft -f of the rendered script");
-    assert_eq!(gw.routes(), ["10.4.10.0/24 via 10.255.0.2 dev tr900", "default via 198.51.100.1 dev eth0"]);
+    assert!(
+        first > 10,
+        "the first apply programs the gateway ({first} changes)"
+    );
+    assert_eq!(
+        gw.ruleset(),
+        expected_ruleset(&gw.topology()),
+        "kernel ruleset == nft -f of the rendered script"
+    );
+    assert_eq!(
+        gw.routes(),
+        [
+            "10.4.10.0/24 via 10.255.0.2 dev tr900",
+            "default via 198.51.100.1 dev eth0"
+        ]
+    );
     assert_eq!(gw.addresses("seg310"), vec!["10.3.10.1/24"]);
-    assert_eq!(gw.addresses("eth3"), vec!["10.3.30.254/24"], "explicit router_address");
+    assert_eq!(
+        gw.addresses("eth3"),
+        vec!["10.3.30.254/24"],
+        "explicit router_address"
+    );
     assert_eq!(gw.addresses("eth0"), vec!["198.51.100.2/30"]);
     let fwd = gw.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]);
     assert_eq!(String::from_utf8_lossy(&fwd.stdout).trim(), "1");
     let rpf = gw.exec(&["cat", "/proc/sys/net/ipv4/conf/seg210/rp_filter"]);
     assert_eq!(String::from_utf8_lossy(&rpf.stdout).trim(), "1");
-    assert_eq!(gw.apply_once(&[]), 0, "a second apply makes no netlink write");
+    assert_eq!(
+        gw.apply_once(&[]),
+        0,
+        "a second apply makes no netlink write"
+    );
 }
 
 #[test]
@@ -245,8 +329,15 @@ fn owned_table_refuses_other_writers() {
         vec!["nft", "delete", "table", "inet", "tiernet"],
     ] {
         let out = gw.exec(&attempt);
-        assert!(!out.status.success(), "{attempt:?} must be refused while the agent owns the table");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            !out.status.success(),
+            "{attempt:?} must be refused while the agent owns the table"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert_eq!(gw.ruleset(), before);
 }
@@ -259,34 +350,95 @@ fn drift_is_reverted_from_kernel_events() {
     let ruleset = gw.ruleset();
     let routes = gw.routes();
     let cases: Vec<(&str, Vec<&str>)> = vec![
-        ("nft flush table", vec!["nft", "flush", "table", "inet", "tiernet"]),
-        ("nft delete table", vec!["nft", "delete", "table", "inet", "tiernet"]),
-        ("hand-added accept rule", vec!["nft", "insert", "rule", "inet", "tiernet", "forward", "accept"]),
-        ("element removed", vec!["nft", "delete", "element", "inet", "tiernet", "out_v4_any", "{ 10.2.10.0/24 }"]),
+        (
+            "nft flush table",
+            vec!["nft", "flush", "table", "inet", "tiernet"],
+        ),
+        (
+            "nft delete table",
+            vec!["nft", "delete", "table", "inet", "tiernet"],
+        ),
+        (
+            "hand-added accept rule",
+            vec![
+                "nft", "insert", "rule", "inet", "tiernet", "forward", "accept",
+            ],
+        ),
+        (
+            "element removed",
+            vec![
+                "nft",
+                "delete",
+                "element",
+                "inet",
+                "tiernet",
+                "out_v4_any",
+                "{ 10.2.10.0/24 }",
+            ],
+        ),
         ("deleted route", vec!["ip", "route", "del", "10.4.10.0/24"]),
-        ("foreign route via a segment", vec!["ip", "route", "add", "10.77.0.0/16", "via", "10.2.10.50", "dev", "seg210"]),
-        ("removed address", vec!["ip", "addr", "del", "10.3.10.1/24", "dev", "seg310"]),
+        (
+            "foreign route via a segment",
+            vec![
+                "ip",
+                "route",
+                "add",
+                "10.77.0.0/16",
+                "via",
+                "10.2.10.50",
+                "dev",
+                "seg210",
+            ],
+        ),
+        (
+            "removed address",
+            vec!["ip", "addr", "del", "10.3.10.1/24", "dev", "seg310"],
+        ),
         ("link down", vec!["ip", "link", "set", "seg320", "down"]),
-        ("rp_filter loosened", vec!["sysctl", "-qw", "net.ipv4.conf.seg110.rp_filter=0"]),
+        (
+            "rp_filter loosened",
+            vec!["sysctl", "-qw", "net.ipv4.conf.seg110.rp_filter=0"],
+        ),
     ];
     for (what, cmd) in cases {
         let before = gw.drift_events().len();
         let out = gw.exec(&cmd);
-        assert!(out.status.success(), "{what}: {cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{what}: {cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         wait_for(
             Duration::from_secs(5),
-            || gw.ruleset() == ruleset && gw.routes() == routes && gw.addresses("seg310") == ["10.3.10.1/24"] && link_up(&gw, "seg320") && sysctl(&gw, "net/ipv4/conf/seg110/rp_filter") == "1",
+            || {
+                gw.ruleset() == ruleset
+                    && gw.routes() == routes
+                    && gw.addresses("seg310") == ["10.3.10.1/24"]
+                    && link_up(&gw, "seg320")
+                    && sysctl(&gw, "net/ipv4/conf/seg110/rp_filter") == "1"
+            },
             || format!("{what} not reverted\n{}", gw.log()),
         );
-        wait_for(Duration::from_secs(5), || gw.drift_events().len() > before, || format!("{what}: no drift event\n{}", gw.log()));
+        wait_for(
+            Duration::from_secs(5),
+            || gw.drift_events().len() > before,
+            || format!("{what}: no drift event\n{}", gw.log()),
+        );
         let events = gw.drift_events();
-        assert!(events[before..].iter().any(|e| e["action"] == "reverted"), "{what}: {:?}", &events[before..]);
+        assert!(
+            events[before..].iter().any(|e| e["action"] == "reverted"),
+            "{what}: {:?}",
+            &events[before..]
+        );
     }
 }
 
 fn link_up(gw: &Gateway, dev: &str) -> bool {
-    let v: Value = serde_json::from_str(&gw.ip(&["-j", "link", "show", "dev", dev])).unwrap_or(Value::Null);
-    v[0]["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP"))
+    let v: Value =
+        serde_json::from_str(&gw.ip(&["-j", "link", "show", "dev", dev])).unwrap_or(Value::Null);
+    v[0]["flags"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == "UP"))
 }
 
 fn sysctl(gw: &Gateway, key: &str) -> String {
@@ -302,10 +454,15 @@ fn bridge_joining_two_tiers_is_taken_apart() {
     gw.ip(&["link", "set", "seg210", "master", "br-evil"]);
     gw.ip(&["link", "set", "seg310", "master", "br-evil"]);
     let enslaved = |dev: &str| {
-        let v: Value = serde_json::from_str(&gw.ip(&["-j", "link", "show", "dev", dev])).unwrap_or(Value::Null);
+        let v: Value = serde_json::from_str(&gw.ip(&["-j", "link", "show", "dev", dev]))
+            .unwrap_or(Value::Null);
         v[0].get("master").is_some()
     };
-    wait_for(Duration::from_secs(5), || !enslaved("seg210") && !enslaved("seg310"), || gw.log());
+    wait_for(
+        Duration::from_secs(5),
+        || !enslaved("seg210") && !enslaved("seg310"),
+        || gw.log(),
+    );
     assert_eq!(gw.addresses("seg210"), ["10.2.10.1/24"]);
 }
 
@@ -313,15 +470,29 @@ fn bridge_joining_two_tiers_is_taken_apart() {
 fn foreign_accept_all_table_is_reported_and_our_drops_hold() {
     let mut gw = Gateway::new("foreign");
     gw.start(&["--no-owner"]);
-    let out = gw.exec(&["nft", "add table inet intruder; add chain inet intruder fwd { type filter hook forward priority -10; policy accept; }"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = gw.exec(&["nft", "add table inet intruder; add chain inet intruder fw { type filter hook forward priority -10; policy accept; }"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for(
         Duration::from_secs(5),
-        || gw.drift_events().iter().any(|e| e["notices"].as_array().is_some_and(|n| n.iter().any(|x| x.as_str().is_some_and(|s| s.contains("intruder"))))),
+        || {
+            gw.drift_events().iter().any(|e| {
+                e["notices"].as_array().is_some_and(|n| {
+                    n.iter()
+                        .any(|x| x.as_str().is_some_and(|s| s.contains("intruder")))
+                })
+            })
+        },
         || gw.log(),
     );
     let rs = gw.ruleset();
-    assert!(rs.to_string().contains("\"policy\":\"drop\""), "our forward chain still drops by default");
+    assert!(
+        rs.to_string().contains("\"policy\":\"drop\""),
+        "our forward chain still drops by default"
+    );
 }
 
 #[test]

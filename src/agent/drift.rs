@@ -40,7 +40,13 @@ pub struct FlapGuard {
 
 impl FlapGuard {
     pub fn new(window: Duration, limit: usize, backoff: Duration) -> Self {
-        FlapGuard { window, limit, backoff, seen: HashMap::new(), paused_until: HashMap::new() }
+        FlapGuard {
+            window,
+            limit,
+            backoff,
+            seen: HashMap::new(),
+            paused_until: HashMap::new(),
+        }
     }
 
     /// Records that `key` is about to be reverted; false if it is flapping and should only
@@ -50,13 +56,17 @@ impl FlapGuard {
             return false;
         }
         let hits = self.seen.entry(key.to_string()).or_default();
-        while hits.front().is_some_and(|t| now.duration_since(*t) > self.window) {
+        while hits
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
             hits.pop_front();
         }
         hits.push_back(now);
         if hits.len() > self.limit {
             hits.clear();
-            self.paused_until.insert(key.to_string(), now + self.backoff);
+            self.paused_until
+                .insert(key.to_string(), now + self.backoff);
             return false;
         }
         true
@@ -74,9 +84,18 @@ mod tests {
         for i in 0..3 {
             assert!(g.allow("route", t0 + Duration::from_secs(i)));
         }
-        assert!(!g.allow("route", t0 + Duration::from_secs(3)), "fourth revert within the window is refused");
-        assert!(!g.allow("route", t0 + Duration::from_secs(20)), "still backing off");
-        assert!(g.allow("route", t0 + Duration::from_secs(34)), "retried after the backoff");
+        assert!(
+            !g.allow("route", t0 + Duration::from_secs(3)),
+            "fourth revert within the window is refused"
+        );
+        assert!(
+            !g.allow("route", t0 + Duration::from_secs(20)),
+            "still backing off"
+        );
+        assert!(
+            g.allow("route", t0 + Duration::from_secs(34)),
+            "retried after the backoff"
+        );
         assert!(g.allow("other", t0), "other objects are unaffected");
     }
 }

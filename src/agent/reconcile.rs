@@ -28,7 +28,12 @@ pub struct Reconciler {
 impl Reconciler {
     pub fn new(net: Net, nft: NftSession, desired: GatewayState) -> Result<Reconciler> {
         let canon = NftSession::canonical(&desired.table)?;
-        Ok(Reconciler { net, nft, desired, canon })
+        Ok(Reconciler {
+            net,
+            nft,
+            desired,
+            canon,
+        })
     }
 
     pub fn desired(&self) -> &GatewayState {
@@ -45,9 +50,19 @@ impl Reconciler {
     pub async fn observe(&mut self) -> Result<Observed> {
         let links = self.net.links().await?;
         let routes = self.net.routes().await?;
-        let sysctls = self.desired.sysctls.iter().map(|s| (s.key.clone(), sysctl::read(&s.key))).collect();
+        let sysctls = self
+            .desired
+            .sysctls
+            .iter()
+            .map(|s| (s.key.clone(), sysctl::read(&s.key)))
+            .collect();
         let nft = self.nft.observe(&self.desired.table.name)?;
-        Ok(Observed { links, routes, sysctls, nft })
+        Ok(Observed {
+            links,
+            routes,
+            sysctls,
+            nft,
+        })
     }
 
     pub async fn plan(&mut self) -> Result<Plan> {
@@ -82,10 +97,17 @@ impl Reconciler {
                 let left = self.plan().await?;
                 if !left.actions.is_empty() {
                     let rest: Vec<String> = left.actions.iter().map(|a| a.to_string()).collect();
-                    return Err(anyhow!("state did not converge; still differs: {}", rest.join("; ")));
+                    return Err(anyhow!(
+                        "state did not converge; still differs: {}",
+                        rest.join("; ")
+                    ));
                 }
             }
         }
-        Ok(Outcome { plan, executed, elapsed: start.elapsed() })
+        Ok(Outcome {
+            plan,
+            executed,
+            elapsed: start.elapsed(),
+        })
     }
 }

@@ -22,8 +22,11 @@ pub struct StateDir {
 
 impl StateDir {
     pub fn new(dir: &Path) -> Result<StateDir> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating state dir {}", dir.display()))?;
-        Ok(StateDir { dir: dir.to_path_buf() })
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating state dir {}", dir.display()))?;
+        Ok(StateDir {
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -33,9 +36,9 @@ impl StateDir {
     pub fn load(&self) -> Result<Option<Persisted>> {
         let path = self.path("applied.json");
         match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes).with_context(|| format!("reading persisted state {}", path.display()))?,
-            )),
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                format!("reading persisted state {}", path.display())
+            })?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -50,7 +53,8 @@ impl StateDir {
     pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<()> {
         use std::io::Write;
         let tmp = self.path(&format!(".{name}.tmp"));
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, self.path(name)).with_context(|| format!("replacing {name}"))?;
@@ -59,7 +63,10 @@ impl StateDir {
 
     pub fn append_line(&self, name: &str, line: &str) -> Result<()> {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.path(name))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(name))?;
         writeln!(f, "{line}")?;
         Ok(())
     }

@@ -66,15 +66,28 @@ fn internal_ranges(index: &Index) -> Vec<AddrRange> {
     let topo = index.topo;
     let segs = topo.segments.iter().flat_map(|s| s.subnets.iter());
     let transit = topo.transit.iter().flat_map(|t| t.subnets.iter());
-    normalize(segs.chain(transit).map(|n| AddrRange::of_net(&n.v)).collect())
+    normalize(
+        segs.chain(transit)
+            .map(|n| AddrRange::of_net(&n.v))
+            .collect(),
+    )
 }
 
 /// The sources that may arrive on each link: its own subnets, what is routed through it,
 /// and the internet where the uplink or the default route lies behind it.
-fn spoof_elements(links: &[Link], routes: &[Route], internal: &[AddrRange], family: Family) -> Vec<Element> {
+fn spoof_elements(
+    links: &[Link],
+    routes: &[Route],
+    internal: &[AddrRange],
+    family: Family,
+) -> Vec<Element> {
     let mut elements = Vec::new();
     for link in links {
-        let mut legit: Vec<AddrRange> = link.addresses.iter().map(|a| AddrRange::of_net(&a.trunc())).collect();
+        let mut legit: Vec<AddrRange> = link
+            .addresses
+            .iter()
+            .map(|a| AddrRange::of_net(&a.trunc()))
+            .collect();
         let mut internet = link.zone == Zone::Uplink;
         for r in routes.iter().filter(|r| r.dev == link.name) {
             if r.destination.prefix_len() == 0 {
@@ -128,10 +141,18 @@ impl Atoms {
             if b > r.hi {
                 break;
             }
-            out.push(AddrRange { family: r.family, lo, hi: b - 1 });
+            out.push(AddrRange {
+                family: r.family,
+                lo,
+                hi: b - 1,
+            });
             lo = b;
         }
-        out.push(AddrRange { family: r.family, lo, hi: r.hi });
+        out.push(AddrRange {
+            family: r.family,
+            lo,
+            hi: r.hi,
+        });
         out
     }
 }
@@ -156,15 +177,24 @@ struct Cell {
 
 /// Port ranges of one protocol, made disjoint; where flows overlap, the piece goes to
 /// the first chain in `rank` order (audited chains first, so overlaps are still logged).
-fn disjoint_ports(mut ranges: Vec<(u16, u16, usize)>, rank: &dyn Fn(usize) -> (bool, usize)) -> Vec<(u16, u16, usize)> {
-    let mut bounds: Vec<u32> = ranges.iter().flat_map(|&(lo, hi, _)| [lo as u32, hi as u32 + 1]).collect();
+fn disjoint_ports(
+    mut ranges: Vec<(u16, u16, usize)>,
+    rank: &dyn Fn(usize) -> (bool, usize),
+) -> Vec<(u16, u16, usize)> {
+    let mut bounds: Vec<u32> = ranges
+        .iter()
+        .flat_map(|&(lo, hi, _)| [lo as u32, hi as u32 + 1])
+        .collect();
     bounds.sort_unstable();
     bounds.dedup();
     ranges.sort_by_key(|&(_, _, c)| rank(c));
     let mut out: Vec<(u16, u16, usize)> = Vec::new();
     for w in bounds.windows(2) {
         let (lo, hi) = (w[0], w[1] - 1);
-        if let Some(&(_, _, c)) = ranges.iter().find(|&&(a, b, _)| a as u32 <= lo && hi <= b as u32) {
+        if let Some(&(_, _, c)) = ranges
+            .iter()
+            .find(|&&(a, b, _)| a as u32 <= lo && hi <= b as u32)
+        {
             match out.last_mut() {
                 Some(last) if last.2 == c && last.1 as u32 + 1 == lo => last.1 = hi as u16,
                 _ => out.push((lo as u16, hi as u16, c)),
@@ -177,7 +207,15 @@ fn disjoint_ports(mut ranges: Vec<(u16, u16, usize)>, rank: &dyn Fn(usize) -> (b
 /// Merges cells that differ only in one address side and sit next to each other there.
 fn merge_adjacent(mut cells: Vec<Cell>, on_src: bool) -> Vec<Cell> {
     let side = |c: &Cell| if on_src { c.src } else { c.dst };
-    let rest = |c: &Cell| (if on_src { c.dst } else { c.src }, c.proto, c.lo, c.hi, c.chain);
+    let rest = |c: &Cell| {
+        (
+            if on_src { c.dst } else { c.src },
+            c.proto,
+            c.lo,
+            c.hi,
+            c.chain,
+        )
+    };
     cells.sort_by_key(|c| (rest(c), side(c)));
     let mut out: Vec<Cell> = Vec::with_capacity(cells.len());
     for c in cells {
@@ -215,8 +253,15 @@ fn grant_class(g: &Grant) -> Class {
 
 /// The disjoint elements of every verdict map of gateway `g`.
 fn dispatch_cells(flows: &Expanded, g: usize) -> BTreeMap<Class, Vec<Cell>> {
-    let here: Vec<&Grant> = flows.grants.iter().filter(|gr| gr.gateways.contains(&g)).collect();
-    let atoms = Atoms::new(here.iter().flat_map(|gr| gr.src.iter().chain(gr.dst.iter())));
+    let here: Vec<&Grant> = flows
+        .grants
+        .iter()
+        .filter(|gr| gr.gateways.contains(&g))
+        .collect();
+    let atoms = Atoms::new(
+        here.iter()
+            .flat_map(|gr| gr.src.iter().chain(gr.dst.iter())),
+    );
     let rank = |c: usize| (!flows.chains[c].audited, flows.chains[c].flow);
     // (class, src atom, dst atom) → what each chain lets through there.
     type Slot = (Class, Option<(u128, u128)>, Option<(u128, u128)>);
@@ -232,7 +277,14 @@ fn dispatch_cells(flows: &Expanded, g: usize) -> BTreeMap<Class, Vec<Cell>> {
     }
     let mut cells: BTreeMap<Class, Vec<Cell>> = BTreeMap::new();
     for ((class, src, dst), grants) in slots {
-        let cell = |proto: u8, lo: u16, hi: u16, chain: usize| Cell { src, dst, proto, lo, hi, chain };
+        let cell = |proto: u8, lo: u16, hi: u16, chain: usize| Cell {
+            src,
+            dst,
+            proto,
+            lo,
+            hi,
+            chain,
+        };
         let out = cells.entry(class).or_default();
         if class.2 == Kind::Ports {
             let mut by_proto: BTreeMap<u8, Vec<(u16, u16, usize)>> = BTreeMap::new();
@@ -260,7 +312,13 @@ fn dispatch_cells(flows: &Expanded, g: usize) -> BTreeMap<Class, Vec<Cell>> {
 
 fn cell_element(class: Class, c: &Cell, chains: &[String]) -> Element {
     let family = class.0;
-    let addr = |r: (u128, u128)| Value::Addr(AddrRange { family, lo: r.0, hi: r.1 });
+    let addr = |r: (u128, u128)| {
+        Value::Addr(AddrRange {
+            family,
+            lo: r.0,
+            hi: r.1,
+        })
+    };
     let mut key: Vec<Value> = c.src.into_iter().chain(c.dst).map(addr).collect();
     if class.2 == Kind::Ports {
         key.push(Value::Proto(c.proto));
@@ -277,11 +335,22 @@ fn dispatch_rule((family, dir, kind): Class, map: String, internal: &str) -> Rul
     let mut matches = Vec::new();
     match dir {
         Direction::Internal => {}
-        Direction::FromInternet => matches.push(Match::Lookup { key: vec![s], set: internal.to_string(), negate: true }),
-        Direction::ToInternet => matches.push(Match::Lookup { key: vec![d], set: internal.to_string(), negate: true }),
+        Direction::FromInternet => matches.push(Match::Lookup {
+            key: vec![s],
+            set: internal.to_string(),
+            negate: true,
+        }),
+        Direction::ToInternet => matches.push(Match::Lookup {
+            key: vec![d],
+            set: internal.to_string(),
+            negate: true,
+        }),
     }
     match kind {
-        Kind::Echo => matches.push(Match::Icmp { v6: family == Family::V6, types: vec![IcmpKind::EchoRequest] }),
+        Kind::Echo => matches.push(Match::Icmp {
+            v6: family == Family::V6,
+            types: vec![IcmpKind::EchoRequest],
+        }),
         Kind::Ports => matches.push(Match::L4Proto(vec![PROTO_TCP, PROTO_UDP])),
         Kind::Any => {}
     }
@@ -299,13 +368,37 @@ pub fn input_chain() -> Chain {
     ];
     Chain {
         name: "input".into(),
-        base: Some(BaseChain { hook: Hook::Input, priority: 0, policy_drop: true }),
+        base: Some(BaseChain {
+            hook: Hook::Input,
+            priority: 0,
+            policy_drop: true,
+        }),
         rules: vec![
-            Rule::new(vec![Match::CtState(vec![CtState::Established, CtState::Related])], Some(Verdict::Accept)),
-            Rule::new(vec![Match::CtState(vec![CtState::Invalid])], Some(Verdict::Drop)),
+            Rule::new(
+                vec![Match::CtState(vec![CtState::Established, CtState::Related])],
+                Some(Verdict::Accept),
+            ),
+            Rule::new(
+                vec![Match::CtState(vec![CtState::Invalid])],
+                Some(Verdict::Drop),
+            ),
             Rule::new(vec![Match::Iifname("lo".into())], Some(Verdict::Accept)),
-            Rule::new(vec![Match::Icmp { v6: false, types: vec![IcmpKind::EchoRequest] }], Some(Verdict::Accept)).counted(),
-            Rule::new(vec![Match::Icmp { v6: true, types: nd }], Some(Verdict::Accept)).counted(),
+            Rule::new(
+                vec![Match::Icmp {
+                    v6: false,
+                    types: vec![IcmpKind::EchoRequest],
+                }],
+                Some(Verdict::Accept),
+            )
+            .counted(),
+            Rule::new(
+                vec![Match::Icmp {
+                    v6: true,
+                    types: nd,
+                }],
+                Some(Verdict::Accept),
+            )
+            .counted(),
             Rule::new(vec![], None).counted().comment("default deny"),
         ],
     }
@@ -320,30 +413,64 @@ fn flow_chain(chain: &super::flows::FlowChain) -> Chain {
     if chain.audited {
         let mut prefix = format!("tiernet audit flow={} ", chain.name);
         prefix.truncate(120);
-        rule.log = Some(Log { prefix, group: AUDIT_NFLOG_GROUP });
+        rule.log = Some(Log {
+            prefix,
+            group: AUDIT_NFLOG_GROUP,
+        });
     }
-    Chain { name: chain.chain.clone(), base: None, rules: vec![rule] }
+    Chain {
+        name: chain.chain.clone(),
+        base: None,
+        rules: vec![rule],
+    }
 }
 
 /// The whole table of gateway `g`.
-pub fn table(index: &Index, _net: &Network, flows: &Expanded, g: usize, links: &[Link], routes: &[Route]) -> Table {
+pub fn table(
+    index: &Index,
+    _net: &Network,
+    flows: &Expanded,
+    g: usize,
+    links: &[Link],
+    routes: &[Route],
+) -> Table {
     let internal = internal_ranges(index);
     let chain_names: Vec<String> = flows.chains.iter().map(|c| c.chain.clone()).collect();
     let mut sets = Vec::new();
     let mut forward = vec![
-        Rule::new(vec![Match::CtState(vec![CtState::Established, CtState::Related])], Some(Verdict::Accept)),
-        Rule::new(vec![Match::CtState(vec![CtState::Invalid])], Some(Verdict::Drop)).counted().comment("invalid"),
+        Rule::new(
+            vec![Match::CtState(vec![CtState::Established, CtState::Related])],
+            Some(Verdict::Accept),
+        ),
+        Rule::new(
+            vec![Match::CtState(vec![CtState::Invalid])],
+            Some(Verdict::Drop),
+        )
+        .counted()
+        .comment("invalid"),
     ];
     for family in [Family::V4, Family::V6] {
         let name = format!("spoof_{}", family.suffix());
         let elements = spoof_elements(links, routes, &internal, family);
         let key = vec![Field::Iifname, addr_fields(family).0];
         forward.push(
-            Rule::new(vec![Match::Lookup { key: key.clone(), set: name.clone(), negate: true }], Some(Verdict::Drop))
-                .counted()
-                .comment("anti-spoofing"),
+            Rule::new(
+                vec![Match::Lookup {
+                    key: key.clone(),
+                    set: name.clone(),
+                    negate: true,
+                }],
+                Some(Verdict::Drop),
+            )
+            .counted()
+            .comment("anti-spoofing"),
         );
-        sets.push(Set { name, key, is_map: false, elements });
+        sets.push(Set {
+            name,
+            key,
+            is_map: false,
+            elements,
+        });
     }
     let cells = dispatch_cells(flows, g);
     let mut used_chains: HashSet<usize> = HashSet::new();
@@ -360,7 +487,10 @@ pub fn table(index: &Index, _net: &Network, flows: &Expanded, g: usize, links: &
             name,
             key: map_key(*class),
             is_map: true,
-            elements: list.iter().map(|c| cell_element(*class, c, &chain_names)).collect(),
+            elements: list
+                .iter()
+                .map(|c| cell_element(*class, c, &chain_names))
+                .collect(),
         });
     }
     for family in [Family::V4, Family::V6] {
@@ -374,7 +504,10 @@ pub fn table(index: &Index, _net: &Network, flows: &Expanded, g: usize, links: &
                     elements: internal
                         .iter()
                         .filter(|r| r.family == family)
-                        .map(|r| Element { key: vec![Value::Addr(*r)], verdict: None })
+                        .map(|r| Element {
+                            key: vec![Value::Addr(*r)],
+                            verdict: None,
+                        })
                         .collect(),
                 },
             );
@@ -384,7 +517,11 @@ pub fn table(index: &Index, _net: &Network, flows: &Expanded, g: usize, links: &
     let mut chains = vec![
         Chain {
             name: "forward".into(),
-            base: Some(BaseChain { hook: Hook::Forward, priority: 0, policy_drop: true }),
+            base: Some(BaseChain {
+                hook: Hook::Forward,
+                priority: 0,
+                policy_drop: true,
+            }),
             rules: forward,
         },
         input_chain(),
@@ -392,7 +529,11 @@ pub fn table(index: &Index, _net: &Network, flows: &Expanded, g: usize, links: &
     let mut used: Vec<usize> = used_chains.into_iter().collect();
     used.sort_unstable();
     chains.extend(used.into_iter().map(|c| flow_chain(&flows.chains[c])));
-    Table { name: TABLE_NAME.into(), sets, chains }
+    Table {
+        name: TABLE_NAME.into(),
+        sets,
+        chains,
+    }
 }
 
 /// The state an agent holds when it has nothing valid to apply yet: no links or routes
@@ -400,14 +541,24 @@ pub fn table(index: &Index, _net: &Network, flows: &Expanded, g: usize, links: &
 pub fn closed_state(gateway: &str) -> super::GatewayState {
     let forward = Chain {
         name: "forward".into(),
-        base: Some(BaseChain { hook: Hook::Forward, priority: 0, policy_drop: true }),
-        rules: vec![Rule::new(vec![], None).counted().comment("closed: no valid state yet")],
+        base: Some(BaseChain {
+            hook: Hook::Forward,
+            priority: 0,
+            policy_drop: true,
+        }),
+        rules: vec![Rule::new(vec![], None)
+            .counted()
+            .comment("closed: no valid state yet")],
     };
     super::GatewayState {
         gateway: gateway.to_string(),
         links: Vec::new(),
         routes: Vec::new(),
         sysctls: Vec::new(),
-        table: Table { name: TABLE_NAME.into(), sets: Vec::new(), chains: vec![forward, input_chain()] },
+        table: Table {
+            name: TABLE_NAME.into(),
+            sets: Vec::new(),
+            chains: vec![forward, input_chain()],
+        },
     }
 }

@@ -59,7 +59,11 @@ fn pieces(index: &Index, e: Endpoint) -> Vec<Piece> {
     let topo = index.topo;
     let segment_piece = |s: usize| Piece {
         segment: Some(s),
-        ranges: topo.segments[s].subnets.iter().map(|n| AddrRange::of_net(&n.v)).collect(),
+        ranges: topo.segments[s]
+            .subnets
+            .iter()
+            .map(|n| AddrRange::of_net(&n.v))
+            .collect(),
         transfer: false,
         ports: None,
     };
@@ -70,12 +74,20 @@ fn pieces(index: &Index, e: Endpoint) -> Vec<Piece> {
             transfer: false,
             ports: None,
         }],
-        Endpoint::Tier(_) | Endpoint::Segment(_) => index.endpoint_segments(e).into_iter().map(segment_piece).collect(),
+        Endpoint::Tier(_) | Endpoint::Segment(_) => index
+            .endpoint_segments(e)
+            .into_iter()
+            .map(segment_piece)
+            .collect(),
         Endpoint::Service(v) => {
             let svc = &topo.services[v];
             vec![Piece {
                 segment: index.service_segment(v),
-                ranges: svc.addresses.iter().map(|a| AddrRange::of_net(&a.v)).collect(),
+                ranges: svc
+                    .addresses
+                    .iter()
+                    .map(|a| AddrRange::of_net(&a.v))
+                    .collect(),
                 transfer: svc.role() == Some(TRANSFER_ROLE),
                 ports: Some(svc.ports.iter().map(|p| p.v).collect()),
             }]
@@ -86,8 +98,16 @@ fn pieces(index: &Index, e: Endpoint) -> Vec<Piece> {
 fn traffic_of(p: &PortSpec) -> Traffic {
     match p.proto {
         Proto::Icmp => Traffic::Echo,
-        Proto::Tcp => Traffic::Ports { proto: PROTO_TCP, lo: p.lo, hi: p.hi },
-        Proto::Udp => Traffic::Ports { proto: PROTO_UDP, lo: p.lo, hi: p.hi },
+        Proto::Tcp => Traffic::Ports {
+            proto: PROTO_TCP,
+            lo: p.lo,
+            hi: p.hi,
+        },
+        Proto::Udp => Traffic::Ports {
+            proto: PROTO_UDP,
+            lo: p.lo,
+            hi: p.hi,
+        },
     }
 }
 
@@ -95,7 +115,13 @@ fn traffic_of(p: &PortSpec) -> Traffic {
 fn chain_name(prefix: &str, flow: &str) -> String {
     let clean: String = flow
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(200)
         .collect();
     format!("{prefix}_{clean}")
@@ -114,7 +140,11 @@ pub fn expand(index: &Index, net: &Network, today: NaiveDate) -> Expanded {
             continue;
         }
         let chain_of = |audited: bool, out: &mut Expanded| -> usize {
-            if let Some(i) = out.chains.iter().position(|c| c.flow == fi && c.audited == audited) {
+            if let Some(i) = out
+                .chains
+                .iter()
+                .position(|c| c.flow == fi && c.audited == audited)
+            {
                 return i;
             }
             out.chains.push(FlowChain {
@@ -126,7 +156,10 @@ pub fn expand(index: &Index, net: &Network, today: NaiveDate) -> Expanded {
             });
             out.chains.len() - 1
         };
-        let flow_ports: Option<Vec<PortSpec>> = flow.ports.as_ref().map(|ps| ps.iter().map(|p| p.v).collect());
+        let flow_ports: Option<Vec<PortSpec>> = flow
+            .ports
+            .as_ref()
+            .map(|ps| ps.iter().map(|p| p.v).collect());
         let resolve = |names: &[crate::topology::Sp<String>]| -> Vec<Piece> {
             names
                 .iter()
@@ -150,13 +183,20 @@ pub fn expand(index: &Index, net: &Network, today: NaiveDate) -> Expanded {
                     let side = |p: &Piece| -> Vec<Option<AddrRange>> {
                         match p.segment {
                             None => vec![None],
-                            Some(_) => p.ranges.iter().filter(|r| r.family == family).map(|r| Some(*r)).collect(),
+                            Some(_) => p
+                                .ranges
+                                .iter()
+                                .filter(|r| r.family == family)
+                                .map(|r| Some(*r))
+                                .collect(),
                         }
                     };
                     // An internet-to-internet pair never reaches here; a side with no
                     // range of this family yields nothing.
                     let (srcs, dsts) = (side(src), side(dst));
-                    if src.segment.is_none() && dsts.is_empty() || dst.segment.is_none() && srcs.is_empty() {
+                    if src.segment.is_none() && dsts.is_empty()
+                        || dst.segment.is_none() && srcs.is_empty()
+                    {
                         continue;
                     }
                     for s in &srcs {
@@ -182,7 +222,12 @@ pub fn expand(index: &Index, net: &Network, today: NaiveDate) -> Expanded {
 
 /// The gateways between two segments (None = internet). Traffic inside one segment, or
 /// between two points of the internet, crosses no gateway.
-fn crossing(index: &Index, net: &Network, src: Option<usize>, dst: Option<usize>) -> Option<Vec<usize>> {
+fn crossing(
+    index: &Index,
+    net: &Network,
+    src: Option<usize>,
+    dst: Option<usize>,
+) -> Option<Vec<usize>> {
     let gw = |s: usize| index.segment_gateway(s);
     match (src, dst) {
         (Some(a), Some(b)) if a == b => None,

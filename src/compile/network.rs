@@ -97,7 +97,9 @@ impl<'i, 't> Network<'i, 't> {
     /// The gateways that have an uplink.
     pub fn uplink_gateways(&self) -> Vec<usize> {
         let topo = self.index.topo;
-        (0..topo.gateways.len()).filter(|&g| topo.gateways[g].uplink.is_some()).collect()
+        (0..topo.gateways.len())
+            .filter(|&g| topo.gateways[g].uplink.is_some())
+            .collect()
     }
 
     /// The uplink gateway nearest to `g` (itself if it has one).
@@ -116,7 +118,10 @@ impl<'i, 't> Network<'i, 't> {
         match (&link.vlan, &link.interface) {
             (_, Some(port)) => port.v.clone(),
             (Some(vid), None) => {
-                let trunk = topo.gateways[g].trunk.as_ref().map_or("trunk", |t| t.v.as_str());
+                let trunk = topo.gateways[g]
+                    .trunk
+                    .as_ref()
+                    .map_or("trunk", |t| t.v.as_str());
                 vlan_ifname(trunk, vid.v)
             }
             (None, None) => format!("transit{t}"),
@@ -170,7 +175,11 @@ impl<'i, 't> Network<'i, 't> {
                 .collect();
             links.push(Link {
                 name: self.segment_ifname(s),
-                kind: link_kind(topo.gateways[g].trunk.as_ref().map(|t| t.v.as_str()), seg.vlan.as_ref().map(|v| v.v), seg.interface.is_some()),
+                kind: link_kind(
+                    topo.gateways[g].trunk.as_ref().map(|t| t.v.as_str()),
+                    seg.vlan.as_ref().map(|v| v.v),
+                    seg.interface.is_some(),
+                ),
                 addresses,
                 zone: Zone::Segment {
                     segment: seg.name.v.clone(),
@@ -182,7 +191,11 @@ impl<'i, 't> Network<'i, 't> {
             let link = &topo.transit[t];
             links.push(Link {
                 name: self.transit_ifname(t, g),
-                kind: link_kind(topo.gateways[g].trunk.as_ref().map(|t| t.v.as_str()), link.vlan.as_ref().map(|v| v.v), link.interface.is_some()),
+                kind: link_kind(
+                    topo.gateways[g].trunk.as_ref().map(|t| t.v.as_str()),
+                    link.vlan.as_ref().map(|v| v.v),
+                    link.interface.is_some(),
+                ),
                 addresses: link
                     .subnets
                     .iter()
@@ -213,7 +226,11 @@ impl<'i, 't> Network<'i, 't> {
         let mut via = |h: usize, destination: IpNet| {
             let Some((t, peer)) = hops[h] else { return };
             let family = Family::of(&destination.addr());
-            if let Some(subnet) = topo.transit[t].subnets.iter().find(|n| Family::of(&n.v.addr()) == family) {
+            if let Some(subnet) = topo.transit[t]
+                .subnets
+                .iter()
+                .find(|n| Family::of(&n.v.addr()) == family)
+            {
                 routes.push(Route {
                     destination,
                     via: self.transit_address(t, peer, &subnet.v),
@@ -233,7 +250,10 @@ impl<'i, 't> Network<'i, 't> {
                 continue;
             }
             // Toward the nearer end of a transit link this gateway is not on.
-            let ends = link.gateways.iter().filter_map(|n| self.index.gateways.get(n.v.as_str()).copied());
+            let ends = link
+                .gateways
+                .iter()
+                .filter_map(|n| self.index.gateways.get(n.v.as_str()).copied());
             if let Some(h) = ends.min_by_key(|&h| self.path(g, h).map_or(usize::MAX, |p| p.len())) {
                 for n in &link.subnets {
                     via(h, n.v);
@@ -278,10 +298,19 @@ impl<'i, 't> Network<'i, 't> {
 
     fn sysctls(&self, links: &[Link]) -> Vec<Sysctl> {
         let mut out = vec![
-            Sysctl { key: "net/ipv4/ip_forward".into(), value: "1".into() },
-            Sysctl { key: "net/ipv6/conf/all/forwarding".into(), value: "1".into() },
+            Sysctl {
+                key: "net/ipv4/ip_forward".into(),
+                value: "1".into(),
+            },
+            Sysctl {
+                key: "net/ipv6/conf/all/forwarding".into(),
+                value: "1".into(),
+            },
         ];
-        for link in links.iter().filter(|l| matches!(l.zone, Zone::Segment { .. })) {
+        for link in links
+            .iter()
+            .filter(|l| matches!(l.zone, Zone::Segment { .. }))
+        {
             out.push(Sysctl {
                 key: format!("net/ipv4/conf/{}/rp_filter", link.name),
                 value: "1".into(),

@@ -111,7 +111,11 @@ impl std::fmt::Display for AddrRange {
             Family::V6 => 128,
         };
         if size.wrapping_add(1) & size == 0 && self.lo & size == 0 {
-            let host_bits = if size == u128::MAX { 128 } else { (size + 1).trailing_zeros() };
+            let host_bits = if size == u128::MAX {
+                128
+            } else {
+                (size + 1).trailing_zeros()
+            };
             return write!(f, "{}/{}", self.lo_addr(), bits - host_bits);
         }
         write!(f, "{}-{}", self.lo_addr(), self.hi_addr())
@@ -138,16 +142,28 @@ impl std::str::FromStr for AddrRange {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("'{s}' is not an address, prefix or range");
         if let Some((lo, hi)) = s.split_once('-') {
-            let (lo, hi): (IpAddr, IpAddr) = (lo.parse().map_err(|_| bad())?, hi.parse().map_err(|_| bad())?);
+            let (lo, hi): (IpAddr, IpAddr) = (
+                lo.parse().map_err(|_| bad())?,
+                hi.parse().map_err(|_| bad())?,
+            );
             if Family::of(&lo) != Family::of(&hi) || addr_value(&lo) > addr_value(&hi) {
                 return Err(bad());
             }
-            return Ok(AddrRange { family: Family::of(&lo), lo: addr_value(&lo), hi: addr_value(&hi) });
+            return Ok(AddrRange {
+                family: Family::of(&lo),
+                lo: addr_value(&lo),
+                hi: addr_value(&hi),
+            });
         }
         if s.contains('/') {
-            return s.parse::<IpNet>().map(|n| AddrRange::of_net(&n)).map_err(|_| bad());
+            return s
+                .parse::<IpNet>()
+                .map(|n| AddrRange::of_net(&n))
+                .map_err(|_| bad());
         }
-        s.parse::<IpAddr>().map(|a| AddrRange::host(&a)).map_err(|_| bad())
+        s.parse::<IpAddr>()
+            .map(|a| AddrRange::host(&a))
+            .map_err(|_| bad())
     }
 }
 
@@ -175,7 +191,11 @@ pub fn subtract(from: &[AddrRange], holes: &[AddrRange]) -> Vec<AddrRange> {
         let mut open = true;
         for h in holes.iter().filter(|h| h.overlaps(&r)) {
             if h.lo > lo {
-                out.push(AddrRange { family: r.family, lo, hi: h.lo - 1 });
+                out.push(AddrRange {
+                    family: r.family,
+                    lo,
+                    hi: h.lo - 1,
+                });
             }
             if h.hi >= r.hi {
                 open = false;
@@ -184,7 +204,11 @@ pub fn subtract(from: &[AddrRange], holes: &[AddrRange]) -> Vec<AddrRange> {
             lo = lo.max(h.hi + 1);
         }
         if open && lo <= r.hi {
-            out.push(AddrRange { family: r.family, lo, hi: r.hi });
+            out.push(AddrRange {
+                family: r.family,
+                lo,
+                hi: r.hi,
+            });
         }
     }
     out
@@ -205,7 +229,10 @@ mod tests {
 
     #[test]
     fn subtract_punches_holes() {
-        let got = subtract(&[net("10.0.0.0/24")], &[net("10.0.0.10/32"), net("10.0.0.128/25")]);
+        let got = subtract(
+            &[net("10.0.0.0/24")],
+            &[net("10.0.0.10/32"), net("10.0.0.128/25")],
+        );
         let text: Vec<String> = got.iter().map(|r| r.to_string()).collect();
         assert_eq!(text, ["10.0.0.0-10.0.0.9", "10.0.0.11-10.0.0.127"]);
     }
@@ -215,7 +242,10 @@ mod tests {
         let got = complement(Family::V4, &[net("10.0.0.0/8")]);
         let text: Vec<String> = got.iter().map(|r| r.to_string()).collect();
         assert_eq!(text, ["0.0.0.0-9.255.255.255", "11.0.0.0-255.255.255.255"]);
-        assert_eq!(complement(Family::V6, &[AddrRange::everything(Family::V6)]), vec![]);
+        assert_eq!(
+            complement(Family::V6, &[AddrRange::everything(Family::V6)]),
+            vec![]
+        );
         assert_eq!(net("::/0").to_string(), "::/0");
     }
 
@@ -228,7 +258,14 @@ mod tests {
 
     #[test]
     fn text_round_trips() {
-        for text in ["10.0.0.0/24", "10.0.0.1-10.0.0.9", "10.0.0.7", "fd00::/64", "0.0.0.0/0", "::/0"] {
+        for text in [
+            "10.0.0.0/24",
+            "10.0.0.1-10.0.0.9",
+            "10.0.0.7",
+            "fd00::/64",
+            "0.0.0.0/0",
+            "::/0",
+        ] {
             let r: AddrRange = text.parse().unwrap();
             assert_eq!(r.to_string(), text);
         }

@@ -39,8 +39,8 @@ pub fn watch_rtnetlink(events: UnboundedSender<KernelEvent>) -> Result<()> {
         MulticastGroup::Ipv4Route,
         MulticastGroup::Ipv6Route,
     ];
-    let (conn, _handle, mut messages) =
-        rtnetlink::new_multicast_connection(&groups).context("subscribing to rtnetlink multicast groups")?;
+    let (conn, _handle, mut messages) = rtnetlink::new_multicast_connection(&groups)
+        .context("subscribing to rtnetlink multicast groups")?;
     tokio::spawn(conn);
     tokio::spawn(async move {
         while let Some((msg, _)) = messages.next().await {
@@ -51,7 +51,13 @@ pub fn watch_rtnetlink(events: UnboundedSender<KernelEvent>) -> Result<()> {
                 _ => None,
             };
             if let Some(what) = what {
-                if events.send(KernelEvent { at: Instant::now(), what }).is_err() {
+                if events
+                    .send(KernelEvent {
+                        at: Instant::now(),
+                        what,
+                    })
+                    .is_err()
+                {
                     break;
                 }
             }

@@ -8,8 +8,12 @@ use anyhow::{anyhow, Context, Result};
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol,
+};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkUnspec, LinkVlan, RouteMessageBuilder};
 use std::collections::HashMap;
@@ -52,10 +56,15 @@ fn link_kind(m: &LinkMessage, names: &HashMap<u32, String>) -> ObservedKind {
                 }),
                 _ => None,
             });
-            ObservedKind::Vlan { parent: parent.unwrap_or_default(), id: id.unwrap_or(0) }
+            ObservedKind::Vlan {
+                parent: parent.unwrap_or_default(),
+                id: id.unwrap_or(0),
+            }
         }
         Some(InfoKind::Bridge) => ObservedKind::Bridge,
-        Some(other) => ObservedKind::Other { kind: Some(other.to_string()) },
+        Some(other) => ObservedKind::Other {
+            kind: Some(other.to_string()),
+        },
         None => ObservedKind::Other { kind: None },
     }
 }
@@ -127,7 +136,8 @@ fn observed_route(m: &RouteMessage, names: &HashMap<u32, String>) -> Option<Obse
 impl Net {
     /// Connects in the calling thread's network namespace; the connection task runs on tokio.
     pub fn connect() -> Result<Net> {
-        let (conn, handle, _) = rtnetlink::new_connection().context("opening route netlink socket")?;
+        let (conn, handle, _) =
+            rtnetlink::new_connection().context("opening route netlink socket")?;
         tokio::spawn(conn);
         Ok(Net { handle })
     }
@@ -147,8 +157,12 @@ impl Net {
 
     pub async fn links(&self) -> Result<Vec<ObservedLink>> {
         let msgs = self.link_messages().await?;
-        let names: HashMap<u32, String> = msgs.iter().filter_map(|m| Some((m.header.index, link_name(m)?))).collect();
-        let addrs: Vec<AddressMessage> = self.handle.address().get().execute().try_collect().await?;
+        let names: HashMap<u32, String> = msgs
+            .iter()
+            .filter_map(|m| Some((m.header.index, link_name(m)?)))
+            .collect();
+        let addrs: Vec<AddressMessage> =
+            self.handle.address().get().execute().try_collect().await?;
         let mut links = Vec::with_capacity(msgs.len());
         for m in &msgs {
             let Some(name) = link_name(m) else { continue };
@@ -181,7 +195,13 @@ impl Net {
             RouteMessageBuilder::<Ipv4Addr>::new().build(),
             RouteMessageBuilder::<Ipv6Addr>::new().build(),
         ] {
-            let msgs: Vec<RouteMessage> = self.handle.route().get(query).execute().try_collect().await?;
+            let msgs: Vec<RouteMessage> = self
+                .handle
+                .route()
+                .get(query)
+                .execute()
+                .try_collect()
+                .await?;
             out.extend(msgs.iter().filter_map(|m| observed_route(m, &names)));
         }
         out.sort();
@@ -189,7 +209,12 @@ impl Net {
     }
 
     async fn index_of(&self, name: &str) -> Result<u32> {
-        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match s.try_next().await {
             Ok(Some(m)) => Ok(m.header.index),
             Ok(None) => Err(anyhow!("link {name} does not exist")),
@@ -211,7 +236,13 @@ impl Net {
                 .output_interface(oif)
                 .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
                 .build(),
-            _ => return Err(anyhow!("route {} via {}: address families differ", r.destination, r.via)),
+            _ => {
+                return Err(anyhow!(
+                    "route {} via {}: address families differ",
+                    r.destination,
+                    r.via
+                ))
+            }
         };
         Ok(msg)
     }
@@ -219,7 +250,9 @@ impl Net {
     /// Carries out one non-nftables action. Returns the netlink writes it made.
     pub async fn execute(&self, action: &Action) -> Result<()> {
         match action {
-            Action::ReplaceTable => Err(anyhow!("the nftables table is not replaced over rtnetlink")),
+            Action::ReplaceTable => {
+                Err(anyhow!("the nftables table is not replaced over rtnetlink"))
+            }
             Action::CreateVlan { name, parent, id } => {
                 let parent_index = self.index_of(parent).await?;
                 self.handle
@@ -231,7 +264,12 @@ impl Net {
             }
             Action::DeleteLink { name } => {
                 let index = self.index_of(name).await?;
-                self.handle.link().del(index).execute().await.with_context(|| format!("deleting link {name}"))
+                self.handle
+                    .link()
+                    .del(index)
+                    .execute()
+                    .await
+                    .with_context(|| format!("deleting link {name}"))
             }
             Action::Detach { name, .. } => {
                 let index = self.index_of(name).await?;
@@ -263,10 +301,21 @@ impl Net {
             }
             Action::DeleteAddress { link, address } => {
                 let index = self.index_of(link).await?;
-                let msgs: Vec<AddressMessage> =
-                    self.handle.address().get().set_link_index_filter(index).execute().try_collect().await?;
+                let msgs: Vec<AddressMessage> = self
+                    .handle
+                    .address()
+                    .get()
+                    .set_link_index_filter(index)
+                    .execute()
+                    .try_collect()
+                    .await?;
                 for m in msgs.into_iter().filter(|m| address_of(m) == Some(*address)) {
-                    self.handle.address().del(m).execute().await.with_context(|| format!("deleting {address} from {link}"))?;
+                    self.handle
+                        .address()
+                        .del(m)
+                        .execute()
+                        .await
+                        .with_context(|| format!("deleting {address} from {link}"))?;
                 }
                 Ok(())
             }
@@ -279,7 +328,9 @@ impl Net {
                     .replace()
                     .execute()
                     .await
-                    .with_context(|| format!("adding route {} via {}", route.destination, route.via))
+                    .with_context(|| {
+                        format!("adding route {} via {}", route.destination, route.via)
+                    })
             }
             Action::DeleteRoute { route } => {
                 let names = self.index_names().await?;
@@ -287,9 +338,23 @@ impl Net {
                     IpNet::V4(_) => RouteMessageBuilder::<Ipv4Addr>::new().build(),
                     IpNet::V6(_) => RouteMessageBuilder::<Ipv6Addr>::new().build(),
                 };
-                let msgs: Vec<RouteMessage> = self.handle.route().get(query).execute().try_collect().await?;
-                for m in msgs.into_iter().filter(|m| observed_route(m, &names).as_ref() == Some(route)) {
-                    self.handle.route().del(m).execute().await.with_context(|| format!("deleting route {}", route.destination))?;
+                let msgs: Vec<RouteMessage> = self
+                    .handle
+                    .route()
+                    .get(query)
+                    .execute()
+                    .try_collect()
+                    .await?;
+                for m in msgs
+                    .into_iter()
+                    .filter(|m| observed_route(m, &names).as_ref() == Some(route))
+                {
+                    self.handle
+                        .route()
+                        .del(m)
+                        .execute()
+                        .await
+                        .with_context(|| format!("deleting route {}", route.destination))?;
                 }
                 Ok(())
             }

@@ -12,7 +12,9 @@ fn path(key: &str) -> Result<PathBuf> {
 }
 
 pub fn read(key: &str) -> Option<String> {
-    std::fs::read_to_string(path(key).ok()?).ok().map(|v| v.trim().to_string())
+    std::fs::read_to_string(path(key).ok()?)
+        .ok()
+        .map(|v| v.trim().to_string())
 }
 
 pub fn write(key: &str, value: &str) -> Result<()> {

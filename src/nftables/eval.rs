@@ -35,7 +35,8 @@ fn family(a: &IpAddr) -> Family {
 
 fn field_value(f: Field, p: &Packet) -> Option<Value> {
     use crate::compile::ranges::AddrRange;
-    let addr = |a: &IpAddr, want: Family| (family(a) == want).then(|| Value::Addr(AddrRange::host(a)));
+    let addr =
+        |a: &IpAddr, want: Family| (family(a) == want).then(|| Value::Addr(AddrRange::host(a)));
     match f {
         Field::Iifname => Some(Value::Ifname(p.iif.clone())),
         Field::Oifname => Some(Value::Ifname(p.oif.clone())),
@@ -44,7 +45,9 @@ fn field_value(f: Field, p: &Packet) -> Option<Value> {
         Field::Saddr6 => addr(&p.src, Family::V6),
         Field::Daddr6 => addr(&p.dst, Family::V6),
         Field::L4Proto => Some(Value::Proto(p.proto)),
-        Field::Dport => matches!(p.proto, PROTO_TCP | PROTO_UDP).then_some(Value::Ports(p.dport, p.dport)),
+        Field::Dport => {
+            matches!(p.proto, PROTO_TCP | PROTO_UDP).then_some(Value::Ports(p.dport, p.dport))
+        }
     }
 }
 
@@ -61,15 +64,18 @@ fn within(point: &Value, part: &Value) -> bool {
 
 /// The element of `set` that holds the packet's key, if any. None for the outer Option:
 /// the key cannot be built (e.g. an IPv4 field of an IPv6 packet), so the rule does not apply.
-fn lookup<'t>(table: &'t Table, set: &str, key: &[Field], p: &Packet) -> Option<Option<&'t Element>> {
+fn lookup<'t>(
+    table: &'t Table,
+    set: &str,
+    key: &[Field],
+    p: &Packet,
+) -> Option<Option<&'t Element>> {
     let values: Option<Vec<Value>> = key.iter().map(|f| field_value(*f, p)).collect();
     let values = values?;
     let set = table.set(set)?;
-    Some(
-        set.elements
-            .iter()
-            .find(|e| e.key.len() == values.len() && values.iter().zip(&e.key).all(|(v, part)| within(v, part))),
-    )
+    Some(set.elements.iter().find(|e| {
+        e.key.len() == values.len() && values.iter().zip(&e.key).all(|(v, part)| within(v, part))
+    }))
 }
 
 fn matches(table: &Table, m: &Match, p: &Packet) -> bool {
@@ -135,8 +141,16 @@ fn run_chain(table: &Table, name: &str, p: &Packet, depth: usize) -> Option<Outc
 
 /// Runs the base chain of `hook`; its policy decides when no rule does.
 pub fn eval(table: &Table, hook: Hook, p: &Packet) -> Outcome {
-    let Some(base) = table.chains.iter().find(|c| c.base.as_ref().is_some_and(|b| b.hook == hook)) else {
-        return Outcome { accepted: true, chain: String::new(), comment: Some("no tiernet chain on this hook".into()) };
+    let Some(base) = table
+        .chains
+        .iter()
+        .find(|c| c.base.as_ref().is_some_and(|b| b.hook == hook))
+    else {
+        return Outcome {
+            accepted: true,
+            chain: String::new(),
+            comment: Some("no tiernet chain on this hook".into()),
+        };
     };
     run_chain(table, &base.name, p, 0).unwrap_or_else(|| Outcome {
         accepted: !base.base.as_ref().is_some_and(|b| b.policy_drop),

@@ -103,9 +103,16 @@ pub enum Match {
     /// The packet's transport protocol is one of these.
     L4Proto(Vec<u8>),
     /// ICMP (v4) or ICMPv6 message types.
-    Icmp { v6: bool, types: Vec<IcmpKind> },
+    Icmp {
+        v6: bool,
+        types: Vec<IcmpKind>,
+    },
     /// Set membership of a (possibly concatenated) key.
-    Lookup { key: Vec<Field>, set: String, negate: bool },
+    Lookup {
+        key: Vec<Field>,
+        set: String,
+        negate: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,7 +122,10 @@ pub enum Verdict {
     Drop,
     Jump(String),
     /// Looks `key` up in a verdict map; no verdict when the key is absent.
-    Vmap { key: Vec<Field>, map: String },
+    Vmap {
+        key: Vec<Field>,
+        map: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

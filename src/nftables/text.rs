@@ -57,7 +57,10 @@ fn ct_name(s: CtState) -> &'static str {
 
 /// A string safe inside nft's double quotes.
 pub fn quoted(s: &str) -> String {
-    let clean: String = s.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
+    let clean: String = s
+        .chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect();
     format!("\"{clean}\"")
 }
 
@@ -72,13 +75,19 @@ fn value(v: &Value) -> String {
 }
 
 fn key_expr(key: &[Field]) -> String {
-    key.iter().map(|f| field_expr(*f)).collect::<Vec<_>>().join(" . ")
+    key.iter()
+        .map(|f| field_expr(*f))
+        .collect::<Vec<_>>()
+        .join(" . ")
 }
 
 fn braced<T>(items: &[T], show: impl Fn(&T) -> String) -> String {
     match items {
         [one] => show(one),
-        many => format!("{{ {} }}", many.iter().map(show).collect::<Vec<_>>().join(", ")),
+        many => format!(
+            "{{ {} }}",
+            many.iter().map(show).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
@@ -86,7 +95,11 @@ fn match_text(m: &Match) -> String {
     match m {
         Match::CtState(states) => format!(
             "ct state {}",
-            states.iter().map(|s| ct_name(*s)).collect::<Vec<_>>().join(",")
+            states
+                .iter()
+                .map(|s| ct_name(*s))
+                .collect::<Vec<_>>()
+                .join(",")
         ),
         Match::Iifname(n) => format!("iifname {}", quoted(n)),
         Match::L4Proto(ps) => format!("meta l4proto {}", braced(ps, |p| proto_name(*p))),
@@ -96,7 +109,11 @@ fn match_text(m: &Match) -> String {
             braced(types, |t| icmp_name(*t).to_string())
         ),
         Match::Lookup { key, set, negate } => {
-            format!("{} {}@{set}", key_expr(key), if *negate { "!= " } else { "" })
+            format!(
+                "{} {}@{set}",
+                key_expr(key),
+                if *negate { "!= " } else { "" }
+            )
         }
     }
 }
@@ -116,7 +133,11 @@ pub fn rule_text(r: &Rule) -> String {
         parts.push("counter".into());
     }
     if let Some(log) = &r.log {
-        parts.push(format!("log prefix {} group {}", quoted(&log.prefix), log.group));
+        parts.push(format!(
+            "log prefix {} group {}",
+            quoted(&log.prefix),
+            log.group
+        ));
     }
     if let Some(v) = &r.verdict {
         parts.push(verdict_text(v));
@@ -141,7 +162,12 @@ pub fn render_table(t: &Table) -> String {
     let _ = writeln!(out, "table inet {} {{", t.name);
     for s in &t.sets {
         let kind = if s.is_map { "map" } else { "set" };
-        let types = s.key.iter().map(|f| field_type(*f)).collect::<Vec<_>>().join(" . ");
+        let types = s
+            .key
+            .iter()
+            .map(|f| field_type(*f))
+            .collect::<Vec<_>>()
+            .join(" . ");
         let _ = writeln!(out, "\t{kind} {} {{", s.name);
         if s.is_map {
             let _ = writeln!(out, "\t\ttype {types} : verdict");
@@ -166,7 +192,11 @@ pub fn render_table(t: &Table) -> String {
                 Hook::Input => "input",
             };
             let policy = if b.policy_drop { "drop" } else { "accept" };
-            let _ = writeln!(out, "\t\ttype filter hook {hook} priority {}; policy {policy};", b.priority);
+            let _ = writeln!(
+                out,
+                "\t\ttype filter hook {hook} priority {}; policy {policy};",
+                b.priority
+            );
         }
         for r in &c.rules {
             let _ = writeln!(out, "\t\t{}", rule_text(r));

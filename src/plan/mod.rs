@@ -13,39 +13,77 @@ use serde::Serialize;
 pub enum Action {
     /// The nftables table differs or is missing: replace it whole, in one transaction.
     ReplaceTable,
-    CreateVlan { name: String, parent: String, id: u16 },
+    CreateVlan {
+        name: String,
+        parent: String,
+        id: u16,
+    },
     /// A VLAN on a trunk that is not (or no longer) what the topology says.
-    DeleteLink { name: String },
+    DeleteLink {
+        name: String,
+    },
     /// Take a managed link out of a bridge it was enslaved to.
-    Detach { name: String, master: String },
-    SetUp { name: String },
-    AddAddress { link: String, address: IpNet },
-    DeleteAddress { link: String, address: IpNet },
-    AddRoute { route: Route },
-    DeleteRoute { route: ObservedRoute },
-    SetSysctl { key: String, value: String },
+    Detach {
+        name: String,
+        master: String,
+    },
+    SetUp {
+        name: String,
+    },
+    AddAddress {
+        link: String,
+        address: IpNet,
+    },
+    DeleteAddress {
+        link: String,
+        address: IpNet,
+    },
+    AddRoute {
+        route: Route,
+    },
+    DeleteRoute {
+        route: ObservedRoute,
+    },
+    SetSysctl {
+        key: String,
+        value: String,
+    },
 }
 
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Action::ReplaceTable => write!(f, "replace nftables table inet tiernet"),
-            Action::CreateVlan { name, parent, id } => write!(f, "create vlan {name} (id {id} on {parent})"),
+            Action::CreateVlan { name, parent, id } => {
+                write!(f, "create vlan {name} (id {id} on {parent})")
+            }
             Action::DeleteLink { name } => write!(f, "delete link {name}"),
             Action::Detach { name, master } => write!(f, "detach {name} from {master}"),
             Action::SetUp { name } => write!(f, "set {name} up"),
             Action::AddAddress { link, address } => write!(f, "add address {address} on {link}"),
-            Action::DeleteAddress { link, address } => write!(f, "delete address {address} from {link}"),
-            Action::AddRoute { route } => write!(f, "add route {} via {} dev {}", route.destination, route.via, route.dev),
+            Action::DeleteAddress { link, address } => {
+                write!(f, "delete address {address} from {link}")
+            }
+            Action::AddRoute { route } => write!(
+                f,
+                "add route {} via {} dev {}",
+                route.destination, route.via, route.dev
+            ),
             Action::DeleteRoute { route } => write!(
                 f,
                 "delete route {}{}{} (proto {})",
                 route.destination,
                 route.via.map(|v| format!(" via {v}")).unwrap_or_default(),
-                route.dev.as_ref().map(|d| format!(" dev {d}")).unwrap_or_default(),
+                route
+                    .dev
+                    .as_ref()
+                    .map(|d| format!(" dev {d}"))
+                    .unwrap_or_default(),
                 route.protocol
             ),
-            Action::SetSysctl { key, value } => write!(f, "set sysctl {} = {value}", key.replace('/', ".")),
+            Action::SetSysctl { key, value } => {
+                write!(f, "set sysctl {} = {value}", key.replace('/', "."))
+            }
         }
     }
 }
@@ -100,10 +138,17 @@ pub fn plan(desired: &GatewayState, desired_table: &TableCanon, observed: &Obser
     for ol in &observed.links {
         if let ObservedKind::Vlan { parent, id } = &ol.kind {
             let wanted = desired.links.iter().any(|l| {
-                l.name == ol.name && l.kind == LinkKind::Vlan { parent: parent.clone(), id: *id }
+                l.name == ol.name
+                    && l.kind
+                        == LinkKind::Vlan {
+                            parent: parent.clone(),
+                            id: *id,
+                        }
             });
             if trunks.contains(&parent.as_str()) && !wanted {
-                p.actions.push(Action::DeleteLink { name: ol.name.clone() });
+                p.actions.push(Action::DeleteLink {
+                    name: ol.name.clone(),
+                });
             }
         }
     }
@@ -112,13 +157,24 @@ pub fn plan(desired: &GatewayState, desired_table: &TableCanon, observed: &Obser
         let ol = observed.link(&l.name);
         let present = match (&l.kind, ol) {
             (LinkKind::Vlan { parent, id }, ol) => {
-                let same = ol.is_some_and(|o| o.kind == ObservedKind::Vlan { parent: parent.clone(), id: *id });
+                let same = ol.is_some_and(|o| {
+                    o.kind
+                        == ObservedKind::Vlan {
+                            parent: parent.clone(),
+                            id: *id,
+                        }
+                });
                 if !same {
                     if observed.link(parent).is_none() {
-                        p.problems.push(format!("trunk {parent} for {} does not exist", l.name));
+                        p.problems
+                            .push(format!("trunk {parent} for {} does not exist", l.name));
                         continue;
                     }
-                    p.actions.push(Action::CreateVlan { name: l.name.clone(), parent: parent.clone(), id: *id });
+                    p.actions.push(Action::CreateVlan {
+                        name: l.name.clone(),
+                        parent: parent.clone(),
+                        id: *id,
+                    });
                 }
                 same
             }
@@ -130,29 +186,47 @@ pub fn plan(desired: &GatewayState, desired_table: &TableCanon, observed: &Obser
         };
         let current = if present { ol } else { None };
         if let Some(master) = current.and_then(|o| o.master.clone()) {
-            p.actions.push(Action::Detach { name: l.name.clone(), master });
+            p.actions.push(Action::Detach {
+                name: l.name.clone(),
+                master,
+            });
         }
         if !current.is_some_and(|o| o.up) {
-            p.actions.push(Action::SetUp { name: l.name.clone() });
+            p.actions.push(Action::SetUp {
+                name: l.name.clone(),
+            });
         }
         let have: Vec<IpNet> = current.map(|o| o.addresses.clone()).unwrap_or_default();
         for a in &have {
             if !link_local(a) && !l.addresses.contains(a) {
-                addresses.push(Action::DeleteAddress { link: l.name.clone(), address: *a });
+                addresses.push(Action::DeleteAddress {
+                    link: l.name.clone(),
+                    address: *a,
+                });
             }
         }
         for a in &l.addresses {
             if !have.contains(a) {
-                addresses.push(Action::AddAddress { link: l.name.clone(), address: *a });
+                addresses.push(Action::AddAddress {
+                    link: l.name.clone(),
+                    address: *a,
+                });
             }
         }
     }
     p.actions.extend(addresses);
     route_actions(desired, observed, &managed, &mut p);
     for s in &desired.sysctls {
-        let current = observed.sysctls.iter().find(|(k, _)| k == &s.key).and_then(|(_, v)| v.as_deref());
+        let current = observed
+            .sysctls
+            .iter()
+            .find(|(k, _)| k == &s.key)
+            .and_then(|(_, v)| v.as_deref());
         if current != Some(s.value.as_str()) {
-            p.actions.push(Action::SetSysctl { key: s.key.clone(), value: s.value.clone() });
+            p.actions.push(Action::SetSysctl {
+                key: s.key.clone(),
+                value: s.value.clone(),
+            });
         }
     }
     p
@@ -160,9 +234,16 @@ pub fn plan(desired: &GatewayState, desired_table: &TableCanon, observed: &Obser
 
 fn route_actions(desired: &GatewayState, observed: &Observed, managed: &[&str], p: &mut Plan) {
     let ours = crate::compile::ROUTE_PROTOCOL;
-    let subnets: Vec<IpNet> = desired.links.iter().flat_map(|l| l.addresses.iter().map(|a| a.trunc())).collect();
+    let subnets: Vec<IpNet> = desired
+        .links
+        .iter()
+        .flat_map(|l| l.addresses.iter().map(|a| a.trunc()))
+        .collect();
     let matches = |o: &ObservedRoute, r: &Route| {
-        o.protocol == ours && o.destination == r.destination && o.via == Some(r.via) && o.dev.as_deref() == Some(r.dev.as_str())
+        o.protocol == ours
+            && o.destination == r.destination
+            && o.via == Some(r.via)
+            && o.dev.as_deref() == Some(r.dev.as_str())
     };
     for o in &observed.routes {
         let stale_ours = o.protocol == ours && !desired.routes.iter().any(|r| matches(o, r));
@@ -170,7 +251,8 @@ fn route_actions(desired: &GatewayState, observed: &Observed, managed: &[&str], 
         // specific or more than the connected route), can steer traffic around the policy.
         let foreign = o.protocol != ours
             && o.protocol != PROTO_KERNEL
-            && (o.dev.as_deref().is_some_and(|d| managed.contains(&d)) || subnets.iter().any(|s| s.contains(&o.destination)));
+            && (o.dev.as_deref().is_some_and(|d| managed.contains(&d))
+                || subnets.iter().any(|s| s.contains(&o.destination)));
         if stale_ours || foreign {
             p.actions.push(Action::DeleteRoute { route: o.clone() });
         }

@@ -7,10 +7,15 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum ObservedKind {
-    Vlan { parent: String, id: u16 },
+    Vlan {
+        parent: String,
+        id: u16,
+    },
     Bridge,
     /// Any other kind (veth, physical device, ...), by its kernel kind name if it has one.
-    Other { kind: Option<String> },
+    Other {
+        kind: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -72,29 +72,41 @@ impl<'t> Index<'t> {
             found.push((Endpoint::Service(i), "a service"));
         }
         match found.as_slice() {
-            [] => Err(format!("'{name}' is not a tier, segment, service or 'internet'")),
+            [] => Err(format!(
+                "'{name}' is not a tier, segment, service or 'internet'"
+            )),
             [(e, _)] => Ok(*e),
             many => {
                 let kinds: Vec<&str> = many.iter().map(|(_, k)| *k).collect();
-                Err(format!("'{name}' is ambiguous: it names {}", kinds.join(" and ")))
+                Err(format!(
+                    "'{name}' is ambiguous: it names {}",
+                    kinds.join(" and ")
+                ))
             }
         }
     }
 
     pub fn segment_tier(&self, segment: usize) -> Option<usize> {
-        self.tiers.get(self.topo.segments[segment].tier.v.as_str()).copied()
+        self.tiers
+            .get(self.topo.segments[segment].tier.v.as_str())
+            .copied()
     }
 
     pub fn service_segment(&self, service: usize) -> Option<usize> {
-        self.segments.get(self.topo.services[service].segment.v.as_str()).copied()
+        self.segments
+            .get(self.topo.services[service].segment.v.as_str())
+            .copied()
     }
 
     pub fn service_tier(&self, service: usize) -> Option<usize> {
-        self.service_segment(service).and_then(|s| self.segment_tier(s))
+        self.service_segment(service)
+            .and_then(|s| self.segment_tier(s))
     }
 
     pub fn segment_gateway(&self, segment: usize) -> Option<usize> {
-        self.gateways.get(self.topo.segments[segment].gateway.v.as_str()).copied()
+        self.gateways
+            .get(self.topo.segments[segment].gateway.v.as_str())
+            .copied()
     }
 
     /// The tier an endpoint lies in (None for the internet or a dangling reference).

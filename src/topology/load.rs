@@ -28,25 +28,33 @@ impl Loaded {
 
     /// Every diagnostic as `FILE:LINE:COL: level[rule]: message`, one per line.
     pub fn report(&self) -> String {
-        self.diagnostics.iter().map(|d| d.render(&self.path) + "\n").collect()
+        self.diagnostics
+            .iter()
+            .map(|d| d.render(&self.path) + "\n")
+            .collect()
     }
 
     /// Compiles a topology that validated; the report otherwise.
     pub fn compile(&self, today: NaiveDate) -> Result<Compiled, String> {
         match &self.topology {
-            Some(t) if !self.has_errors() => compile(t, today).map_err(|d| {
-                d.iter().map(|x| x.render(&self.path) + "\n").collect()
-            }),
+            Some(t) if !self.has_errors() => compile(t, today)
+                .map_err(|d| d.iter().map(|x| x.render(&self.path) + "\n").collect()),
             _ => Err(self.report()),
         }
     }
 }
 
 pub fn read_text(path: &Path) -> Result<String, Unreadable> {
-    let unreadable = |reason: String| Unreadable { path: path.to_path_buf(), reason };
+    let unreadable = |reason: String| Unreadable {
+        path: path.to_path_buf(),
+        reason,
+    };
     let meta = std::fs::metadata(path).map_err(|e| unreadable(e.to_string()))?;
     if meta.len() > super::reader::MAX_FILE_BYTES as u64 {
-        return Err(unreadable(format!("larger than {} bytes", super::reader::MAX_FILE_BYTES)));
+        return Err(unreadable(format!(
+            "larger than {} bytes",
+            super::reader::MAX_FILE_BYTES
+        )));
     }
     let bytes = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
     String::from_utf8(bytes).map_err(|_| unreadable("not UTF-8 text".into()))
@@ -62,7 +70,11 @@ pub fn check(path: &str, text: &str, today: NaiveDate) -> Loaded {
     }
     diag::sort(&mut diagnostics);
     diagnostics.dedup();
-    Loaded { path: path.to_string(), topology, diagnostics }
+    Loaded {
+        path: path.to_string(),
+        topology,
+        diagnostics,
+    }
 }
 
 pub fn load(path: &Path, today: NaiveDate) -> Result<Loaded, Unreadable> {

@@ -17,7 +17,11 @@ pub const MAX_FILE_BYTES: usize = 64 * 1024 * 1024;
 pub fn parse(text: &str) -> (Option<Topology>, Vec<Diagnostic>) {
     let mut r = Reader { diags: Vec::new() };
     if text.len() > MAX_FILE_BYTES {
-        r.err("syntax", Pos { line: 1, col: 1 }, format!("file is larger than {MAX_FILE_BYTES} bytes"));
+        r.err(
+            "syntax",
+            Pos { line: 1, col: 1 },
+            format!("file is larger than {MAX_FILE_BYTES} bytes"),
+        );
         return (None, r.diags);
     }
     let options = LoaderOptions::default()
@@ -52,16 +56,42 @@ fn scalar_pos(node: &MarkedScalarNode) -> Pos {
 fn load_error(e: &marked_yaml::LoadError) -> Diagnostic {
     use marked_yaml::LoadError::*;
     match e {
-        TopLevelMustBeMapping(m) => Diagnostic::error("syntax", marker_pos(m), "the top level of a topology must be a mapping"),
-        TopLevelMustBeSequence(m) => Diagnostic::error("syntax", marker_pos(m), "unexpected sequence at the top level"),
-        UnexpectedAnchor(m) => Diagnostic::error("syntax", marker_pos(m), "YAML anchors and aliases are not supported in topologies"),
-        MappingKeyMustBeScalar(m) => Diagnostic::error("syntax", marker_pos(m), "mapping keys must be plain names"),
-        UnexpectedTag(m) => Diagnostic::error("syntax", marker_pos(m), "YAML tags are not supported in topologies"),
-        ScanError(m, e) => Diagnostic::error("syntax", marker_pos(m), format!("invalid YAML: {}", e.info())),
+        TopLevelMustBeMapping(m) => Diagnostic::error(
+            "syntax",
+            marker_pos(m),
+            "the top level of a topology must be a mapping",
+        ),
+        TopLevelMustBeSequence(m) => Diagnostic::error(
+            "syntax",
+            marker_pos(m),
+            "unexpected sequence at the top level",
+        ),
+        UnexpectedAnchor(m) => Diagnostic::error(
+            "syntax",
+            marker_pos(m),
+            "YAML anchors and aliases are not supported in topologies",
+        ),
+        MappingKeyMustBeScalar(m) => {
+            Diagnostic::error("syntax", marker_pos(m), "mapping keys must be plain names")
+        }
+        UnexpectedTag(m) => Diagnostic::error(
+            "syntax",
+            marker_pos(m),
+            "YAML tags are not supported in topologies",
+        ),
+        ScanError(m, e) => Diagnostic::error(
+            "syntax",
+            marker_pos(m),
+            format!("invalid YAML: {}", e.info()),
+        ),
         DuplicateKey(inner) => Diagnostic::error(
             "duplicate-key",
             scalar_pos(&inner.key),
-            format!("key '{}' appears twice in this mapping (first at {})", inner.key.as_str(), scalar_pos(&inner.prev_key)),
+            format!(
+                "key '{}' appears twice in this mapping (first at {})",
+                inner.key.as_str(),
+                scalar_pos(&inner.prev_key)
+            ),
         ),
     }
 }
@@ -89,7 +119,12 @@ impl Reader {
     }
 
     /// Checks that `node` is a mapping whose keys are all in `allowed`.
-    fn fields<'n>(&mut self, node: &'n Node, what: &'static str, allowed: &[&str]) -> Option<Fields<'n>> {
+    fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &'static str,
+        allowed: &[&str],
+    ) -> Option<Fields<'n>> {
         let pos = node_pos(node);
         let Some(map) = node.as_mapping() else {
             self.err("type", pos, format!("{what} must be a mapping"));
@@ -105,7 +140,11 @@ impl Reader {
                 self.err(
                     "unknown-field",
                     scalar_pos(key),
-                    format!("unknown field '{}' in {what}{hint} (known fields: {})", key.as_str(), allowed.join(", ")),
+                    format!(
+                        "unknown field '{}' in {what}{hint} (known fields: {})",
+                        key.as_str(),
+                        allowed.join(", ")
+                    ),
                 );
             }
         }
@@ -116,7 +155,11 @@ impl Reader {
         match node.as_scalar() {
             Some(s) => Some(s),
             None => {
-                self.err("type", node_pos(node), format!("{what} must be a single value"));
+                self.err(
+                    "type",
+                    node_pos(node),
+                    format!("{what} must be a single value"),
+                );
                 None
             }
         }
@@ -130,19 +173,33 @@ impl Reader {
 
     fn req_str(&mut self, f: &Fields, key: &str) -> Option<Sp<String>> {
         if f.get(key).is_none() {
-            self.err("missing-field", f.pos, format!("{} needs a '{key}' field", f.what));
+            self.err(
+                "missing-field",
+                f.pos,
+                format!("{} needs a '{key}' field", f.what),
+            );
             return None;
         }
         let v = self.opt_str(f, key)?;
         if v.v.trim().is_empty() {
-            self.err("type", v.pos, format!("'{key}' of {} must not be empty", f.what));
+            self.err(
+                "type",
+                v.pos,
+                format!("'{key}' of {} must not be empty", f.what),
+            );
             return None;
         }
         Some(v)
     }
 
     /// A field parsed from its text; a bad literal is reported with `rule`.
-    fn opt_parsed<T>(&mut self, f: &Fields, key: &str, rule: &'static str, parse: impl Fn(&str) -> Result<T, String>) -> Option<Sp<T>> {
+    fn opt_parsed<T>(
+        &mut self,
+        f: &Fields,
+        key: &str,
+        rule: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<Sp<T>> {
         let s = self.opt_str(f, key)?;
         match parse(s.v.trim()) {
             Ok(v) => Some(Sp::new(v, s.pos)),
@@ -162,7 +219,10 @@ impl Reader {
     }
 
     fn opt_u32(&mut self, f: &Fields, key: &str) -> Option<Sp<u32>> {
-        self.opt_parsed(f, key, "type", |s| s.parse::<u32>().map_err(|_| format!("expected a whole number, found '{s}'")))
+        self.opt_parsed(f, key, "type", |s| {
+            s.parse::<u32>()
+                .map_err(|_| format!("expected a whole number, found '{s}'"))
+        })
     }
 
     /// A field that may hold one value or a list of them, under a singular or a plural key
@@ -178,7 +238,11 @@ impl Reader {
         let node = match (f.get(singular), f.get(plural)) {
             // `from`, `to`, `ports`: one key serves as both forms.
             (Some(_), Some(n)) if singular != plural => {
-                self.err("type", node_pos(n), format!("{} has both '{singular}' and '{plural}'; use one", f.what));
+                self.err(
+                    "type",
+                    node_pos(n),
+                    format!("{} has both '{singular}' and '{plural}'; use one", f.what),
+                );
                 return None;
             }
             (Some(n), _) | (None, Some(n)) => n,
@@ -190,12 +254,17 @@ impl Reader {
         };
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            let Some(s) = self.scalar(item, &format!("an element of '{plural}' in {}", f.what)) else {
+            let Some(s) = self.scalar(item, &format!("an element of '{plural}' in {}", f.what))
+            else {
                 continue;
             };
             match parse(s.as_str().trim()) {
                 Ok(v) => out.push(Sp::new(v, scalar_pos(s))),
-                Err(msg) => self.err(rule, scalar_pos(s), format!("{} in {}: {msg}", s.as_str(), f.what)),
+                Err(msg) => self.err(
+                    rule,
+                    scalar_pos(s),
+                    format!("{} in {}: {msg}", s.as_str(), f.what),
+                ),
             }
         }
         Some(out)
@@ -228,12 +297,29 @@ impl Reader {
         let f = self.fields(
             root,
             "the topology",
-            &["version", "name", "description", "tiers", "gateways", "transit", "segments", "services", "flows"],
+            &[
+                "version",
+                "name",
+                "description",
+                "tiers",
+                "gateways",
+                "transit",
+                "segments",
+                "services",
+                "flows",
+            ],
         )?;
         let version = self.opt_u32(&f, "version");
         match &version {
             None => self.err("version", f.pos, "the topology needs 'version: 1'"),
-            Some(v) if v.v != 1 => self.err("version", v.pos, format!("unsupported format version {}; this tiernet reads version 1", v.v)),
+            Some(v) if v.v != 1 => self.err(
+                "version",
+                v.pos,
+                format!(
+                    "unsupported format version {}; this tiernet reads version 1",
+                    v.v
+                ),
+            ),
             _ => {}
         }
         let mut topo = Topology {
@@ -268,23 +354,40 @@ impl Reader {
         let f = self.fields(
             node,
             "a tier",
-            &["name", "level", "description", "internet", "inbound_roles", "requires_approval", "same_policy_as", "availability"],
+            &[
+                "name",
+                "level",
+                "description",
+                "internet",
+                "inbound_roles",
+                "requires_approval",
+                "same_policy_as",
+                "availability",
+            ],
         )?;
         let name = self.req_str(&f, "name");
         let level = self.opt_u32(&f, "level");
         if level.is_none() && f.get("level").is_none() {
-            self.err("missing-field", f.pos, "a tier needs a 'level' field (1 = least confidential)");
+            self.err(
+                "missing-field",
+                f.pos,
+                "a tier needs a 'level' field (1 = least confidential)",
+            );
         }
         let internet = self.opt_parsed(&f, "internet", "type", |s| match s {
             "none" => Ok(Internet::None),
             "inbound" => Ok(Internet::Inbound),
             "outbound" => Ok(Internet::Outbound),
             "both" => Ok(Internet::Both),
-            other => Err(format!("expected none, inbound, outbound or both, found '{other}'")),
+            other => Err(format!(
+                "expected none, inbound, outbound or both, found '{other}'"
+            )),
         });
         let availability = self.opt_parsed(&f, "availability", "type", |s| match s {
             "normal" | "high" | "critical" => Ok(s.to_string()),
-            other => Err(format!("expected normal, high or critical, found '{other}'")),
+            other => Err(format!(
+                "expected normal, high or critical, found '{other}'"
+            )),
         });
         Some(Tier {
             pos: f.pos,
@@ -300,7 +403,11 @@ impl Reader {
     }
 
     fn gateway(&mut self, node: &Node) -> Option<Gateway> {
-        let f = self.fields(node, "a gateway", &["name", "trunk", "uplink", "description"])?;
+        let f = self.fields(
+            node,
+            "a gateway",
+            &["name", "trunk", "uplink", "description"],
+        )?;
         let uplink = match f.get("uplink") {
             Some(n) => self.uplink(n),
             None => None,
@@ -314,11 +421,25 @@ impl Reader {
     }
 
     fn uplink(&mut self, node: &Node) -> Option<Uplink> {
-        let f = self.fields(node, "an uplink", &["interface", "address", "addresses", "next_hop", "next_hops"])?;
-        let addresses = self.one_or_many(&f, "address", "addresses", "address", parse_interface_address);
+        let f = self.fields(
+            node,
+            "an uplink",
+            &["interface", "address", "addresses", "next_hop", "next_hops"],
+        )?;
+        let addresses = self.one_or_many(
+            &f,
+            "address",
+            "addresses",
+            "address",
+            parse_interface_address,
+        );
         let next_hops = self.one_or_many(&f, "next_hop", "next_hops", "address", parse_addr);
         if addresses.is_none() && f.get("address").is_none() && f.get("addresses").is_none() {
-            self.err("missing-field", f.pos, "an uplink needs an 'address' (with its prefix length)");
+            self.err(
+                "missing-field",
+                f.pos,
+                "an uplink needs an 'address' (with its prefix length)",
+            );
         }
         Some(Uplink {
             pos: f.pos,
@@ -329,11 +450,27 @@ impl Reader {
     }
 
     fn transit(&mut self, node: &Node) -> Option<Transit> {
-        let f = self.fields(node, "a transit link", &["name", "vlan", "interface", "subnet", "subnets", "gateways", "description"])?;
+        let f = self.fields(
+            node,
+            "a transit link",
+            &[
+                "name",
+                "vlan",
+                "interface",
+                "subnet",
+                "subnets",
+                "gateways",
+                "description",
+            ],
+        )?;
         let subnets = self.subnets(&f);
         let gateways = self.names(&f, "gateways");
         if gateways.is_none() {
-            self.err("missing-field", f.pos, "a transit link needs 'gateways: [A, B]'");
+            self.err(
+                "missing-field",
+                f.pos,
+                "a transit link needs 'gateways: [A, B]'",
+            );
         }
         Some(Transit {
             pos: f.pos,
@@ -348,7 +485,11 @@ impl Reader {
     fn subnets(&mut self, f: &Fields) -> Option<Vec<Sp<IpNet>>> {
         let subnets = self.one_or_many(f, "subnet", "subnets", "address", parse_subnet);
         if subnets.is_none() && f.get("subnet").is_none() && f.get("subnets").is_none() {
-            self.err("missing-field", f.pos, format!("{} needs a 'subnet' (or 'subnets')", f.what));
+            self.err(
+                "missing-field",
+                f.pos,
+                format!("{} needs a 'subnet' (or 'subnets')", f.what),
+            );
         }
         subnets
     }
@@ -357,13 +498,30 @@ impl Reader {
         let f = self.fields(
             node,
             "a segment",
-            &["name", "tier", "description", "vlan", "interface", "subnet", "subnets", "gateway", "router_address", "router_addresses"],
+            &[
+                "name",
+                "tier",
+                "description",
+                "vlan",
+                "interface",
+                "subnet",
+                "subnets",
+                "gateway",
+                "router_address",
+                "router_addresses",
+            ],
         )?;
         let name = self.req_str(&f, "name");
         let tier = self.req_str(&f, "tier");
         let subnets = self.subnets(&f);
         let gateway = self.req_str(&f, "gateway");
-        let router_addresses = self.one_or_many(&f, "router_address", "router_addresses", "address", parse_addr);
+        let router_addresses = self.one_or_many(
+            &f,
+            "router_address",
+            "router_addresses",
+            "address",
+            parse_addr,
+        );
         Some(Segment {
             pos: f.pos,
             name: name?,
@@ -381,17 +539,35 @@ impl Reader {
         let f = self.fields(
             node,
             "a service",
-            &["name", "segment", "description", "address", "addresses", "ports", "exposed", "role"],
+            &[
+                "name",
+                "segment",
+                "description",
+                "address",
+                "addresses",
+                "ports",
+                "exposed",
+                "role",
+            ],
         )?;
         let name = self.req_str(&f, "name");
         let segment = self.req_str(&f, "segment");
-        let addresses = self.one_or_many(&f, "address", "addresses", "address", parse_host_or_prefix);
+        let addresses =
+            self.one_or_many(&f, "address", "addresses", "address", parse_host_or_prefix);
         if addresses.is_none() && f.get("address").is_none() && f.get("addresses").is_none() {
-            self.err("missing-field", f.pos, "a service needs an 'address' (or 'addresses')");
+            self.err(
+                "missing-field",
+                f.pos,
+                "a service needs an 'address' (or 'addresses')",
+            );
         }
         let ports = self.one_or_many(&f, "ports", "ports", "ports", parse_port);
         if ports.is_none() {
-            self.err("missing-field", f.pos, "a service needs 'ports' (e.g. [tcp/443])");
+            self.err(
+                "missing-field",
+                f.pos,
+                "a service needs 'ports' (e.g. [tcp/443])",
+            );
         }
         let role = self.opt_parsed(&f, "role", "type", parse_word);
         Some(Service {
@@ -410,19 +586,32 @@ impl Reader {
         let f = self.fields(
             node,
             "a flow",
-            &["name", "description", "from", "to", "ports", "approval", "expires"],
+            &[
+                "name",
+                "description",
+                "from",
+                "to",
+                "ports",
+                "approval",
+                "expires",
+            ],
         )?;
         let name = self.req_str(&f, "name");
         let from = self.names(&f, "from");
         let to = self.names(&f, "to");
         for (key, v) in [("from", &from), ("to", &to)] {
             if v.is_none() {
-                self.err("missing-field", f.pos, format!("a flow needs a '{key}' field"));
+                self.err(
+                    "missing-field",
+                    f.pos,
+                    format!("a flow needs a '{key}' field"),
+                );
             }
         }
         let ports = self.one_or_many(&f, "ports", "ports", "ports", parse_port);
         let expires = self.opt_parsed(&f, "expires", "type", |s| {
-            NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("expected a date YYYY-MM-DD, found '{s}'"))
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map_err(|_| format!("expected a date YYYY-MM-DD, found '{s}'"))
         });
         Some(Flow {
             pos: f.pos,
@@ -462,20 +651,28 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn parse_word(s: &str) -> Result<String, String> {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         Ok(s.to_string())
     } else {
-        Err(format!("expected a name of letters, digits, '-' or '_', found '{s}'"))
+        Err(format!(
+            "expected a name of letters, digits, '-' or '_', found '{s}'"
+        ))
     }
 }
 
 fn parse_addr(s: &str) -> Result<IpAddr, String> {
-    s.parse().map_err(|_| format!("expected an IP address, found '{s}'"))
+    s.parse()
+        .map_err(|_| format!("expected an IP address, found '{s}'"))
 }
 
 /// A subnet must be written as its network address (`10.1.10.0/24`, not `10.1.10.5/24`).
 pub fn parse_subnet(s: &str) -> Result<IpNet, String> {
-    let net: IpNet = s.parse().map_err(|_| format!("expected a subnet such as 10.1.10.0/24, found '{s}'"))?;
+    let net: IpNet = s
+        .parse()
+        .map_err(|_| format!("expected a subnet such as 10.1.10.0/24, found '{s}'"))?;
     if net.network() != net.addr() {
         return Err(format!("host bits set; the subnet is {}", net.trunc()));
     }
@@ -484,7 +681,9 @@ pub fn parse_subnet(s: &str) -> Result<IpNet, String> {
 
 /// An interface address keeps its host part (`198.51.100.2/30`).
 fn parse_interface_address(s: &str) -> Result<IpNet, String> {
-    s.parse().map_err(|_| format!("expected an address with prefix length such as 198.51.100.2/30, found '{s}'"))
+    s.parse().map_err(|_| {
+        format!("expected an address with prefix length such as 198.51.100.2/30, found '{s}'")
+    })
 }
 
 /// A host address becomes a full-length prefix; a prefix must be its network address.
