@@ -23,20 +23,32 @@ fn owned(a: &Attrs) -> Raw {
 }
 
 /// Attributes being rendered: known ones are taken out, the rest is shown raw.
-struct Take(Raw);
+struct Take<'a>(Vec<(u16, &'a [u8])>);
 
-impl Take {
-    fn take(&mut self, ty: u16) -> Option<Vec<u8>> {
+impl<'a> Take<'a> {
+    fn of(raw: &'a Raw) -> Take<'a> {
+        Take(raw.iter().map(|(t, d)| (*t, d.as_slice())).collect())
+    }
+
+    fn parsed(a: &Attrs<'a>) -> Take<'a> {
+        Take(a.list.clone())
+    }
+
+    fn take(&mut self, ty: u16) -> Option<&'a [u8]> {
         let i = self.0.iter().position(|(t, _)| *t == ty)?;
         Some(self.0.remove(i).1)
     }
 
     fn u32(&mut self, ty: u16) -> Option<u32> {
-        self.take(ty).and_then(|d| be32(&d))
+        self.take(ty).and_then(be32)
     }
 
     fn str(&mut self, ty: u16) -> Option<String> {
-        self.take(ty).map(|d| strz(&d))
+        self.take(ty).map(strz)
+    }
+
+    fn owned(self) -> Raw {
+        self.0.into_iter().map(|(t, d)| (t, d.to_vec())).collect()
     }
 
     fn drop_all(&mut self, tys: &[u16]) {
@@ -141,7 +153,7 @@ impl Decoder {
                     return Ok(());
                 }
                 let t = self.table.get_or_insert_with(TableObj::default);
-                let mut x = Take(owned(&a));
+                let mut x = Take::parsed(&a);
                 x.drop_all(&[
                     attr::TABLE_NAME,
                     attr::TABLE_USE,
@@ -153,9 +165,9 @@ impl Decoder {
                     t.flags = f;
                 }
                 if let Some(u) = x.take(attr::TABLE_USERDATA) {
-                    t.userdata = Some(u);
+                    t.userdata = Some(u.to_vec());
                 }
-                t.other = x.0;
+                t.other = x.owned();
             }
             msg::NEWCHAIN => {
                 if !self.ours(&a, attr::CHAIN_TABLE) {
@@ -263,7 +275,7 @@ impl Decoder {
         if let Some(u) = &t.userdata {
             line += &format!(" udata {}", hex(u));
         }
-        line += &Take(t.other.clone()).rest();
+        line += &Take::of(&t.other).rest();
         out.push(line);
 
         let mut named: Vec<&SetObj> = self.sets.values().filter(|s| s.flags & 0x1 == 0).collect();
@@ -315,7 +327,7 @@ impl Decoder {
             .map(|(n, a)| format!("[{}]", self.expr_text(n, a)))
             .collect();
         let mut s = exprs.join(" ");
-        let mut x = Take(r.attrs.clone());
+        let mut x = Take::of(&r.attrs);
         x.drop_all(&[
             attr::RULE_TABLE,
             attr::RULE_CHAIN,
@@ -328,7 +340,7 @@ impl Decoder {
             attr::RULE_CHAIN_ID,
         ]);
         if let Some(u) = x.take(attr::RULE_USERDATA) {
-            for (t, v) in udata_tlvs(&u) {
+            for (t, v) in udata_tlvs(u) {
                 if t == 0 {
                     s += &format!(" comment {:?}", strz(v));
                 } else {
@@ -340,7 +352,7 @@ impl Decoder {
     }
 
     fn expr_text(&self, name: &str, attrs: &Raw) -> String {
-        let mut x = Take(attrs.clone());
+        let mut x = Take::of(attrs);
         let reg = |r: Option<u32>| r.map(|r| r.to_string()).unwrap_or_else(|| "?".into());
         let text = match name {
             "meta" => {
@@ -466,13 +478,13 @@ impl Decoder {
                 if let Some(p) = x.str(2) {
                     t += &format!(" prefix {p:?}");
                 }
-                if let Some(g) = x.take(1).and_then(|d| wire::be16(&d)) {
+                if let Some(g) = x.take(1).and_then(wire::be16) {
                     t += &format!(" group {g}");
                 }
                 if let Some(v) = x.u32(3) {
                     t += &format!(" snaplen {v}");
                 }
-                if let Some(v) = x.take(4).and_then(|d| wire::be16(&d)) {
+                if let Some(v) = x.take(4).and_then(wire::be16) {
                     t += &format!(" qthreshold {v}");
                 }
                 if let Some(v) = x.u32(5) {
@@ -529,7 +541,7 @@ fn parse_elem(e: &[u8]) -> Result<ElemObj> {
     };
     let key = value(attr::SET_ELEM_KEY)?.unwrap_or_default();
     let key_end = value(attr::SET_ELEM_KEY_END)?;
-    let mut x = Take(owned(&a));
+    let mut x = Take::parsed(&a);
     x.drop_all(&[
         attr::SET_ELEM_KEY,
         attr::SET_ELEM_KEY_END,
@@ -540,9 +552,9 @@ fn parse_elem(e: &[u8]) -> Result<ElemObj> {
         key,
         key_end,
         flags: x.u32(attr::SET_ELEM_FLAGS).unwrap_or(0),
-        data: x.take(attr::SET_ELEM_DATA),
-        udata: x.take(attr::SET_ELEM_USERDATA),
-        other: x.0,
+        data: x.take(attr::SET_ELEM_DATA).map(<[u8]>::to_vec),
+        udata: x.take(attr::SET_ELEM_USERDATA).map(<[u8]>::to_vec),
+        other: x.owned(),
     })
 }
 
@@ -572,12 +584,12 @@ fn data_value(d: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// An `nft_data` nest: a value or a verdict.
-fn data_text(d: Option<Vec<u8>>) -> String {
+fn data_text(d: Option<&[u8]>) -> String {
     let Some(d) = d else {
         return "?".into();
     };
-    let Ok(a) = Attrs::parse(&d) else {
-        return format!("raw {}", hex(&d));
+    let Ok(a) = Attrs::parse(d) else {
+        return format!("raw {}", hex(d));
     };
     if let Some(v) = a.get(attr::DATA_VALUE) {
         return value_text(v);
@@ -591,7 +603,7 @@ fn data_text(d: Option<Vec<u8>>) -> String {
             Err(_) => format!("verdict raw {}", hex(v)),
         };
     }
-    format!("raw {}", hex(&d))
+    format!("raw {}", hex(d))
 }
 
 fn verdict_text(code: Option<i32>, chain: Option<String>) -> String {
@@ -734,7 +746,7 @@ fn type_names(key_type: u32, n: usize) -> String {
 }
 
 fn set_line(s: &SetObj) -> String {
-    let mut x = Take(s.attrs.clone());
+    let mut x = Take::of(&s.attrs);
     x.drop_all(&[
         attr::SET_TABLE,
         attr::SET_NAME,
@@ -801,8 +813,8 @@ fn set_line(s: &SetObj) -> String {
         );
     }
     if let Some(desc) = x.take(attr::SET_DESC) {
-        if let Ok(d) = Attrs::parse(&desc) {
-            let mut d = Take(owned(&d));
+        if let Ok(d) = Attrs::parse(desc) {
+            let mut d = Take::parsed(&d);
             d.drop_all(&[attr::SET_DESC_CONCAT]);
             if let Some(size) = d.u32(attr::SET_DESC_SIZE) {
                 t += &format!(" size {size}");
@@ -814,13 +826,13 @@ fn set_line(s: &SetObj) -> String {
         t += &format!(" policy {p}");
     }
     if let Some(u) = x.take(attr::SET_USERDATA) {
-        t += &format!(" udata {}", hex(&u));
+        t += &format!(" udata {}", hex(u));
     }
     t + &x.rest()
 }
 
 fn chain_line(name: &str, c: &ChainObj) -> String {
-    let mut x = Take(c.attrs.clone());
+    let mut x = Take::of(&c.attrs);
     x.drop_all(&[
         attr::CHAIN_TABLE,
         attr::CHAIN_NAME,
@@ -834,9 +846,9 @@ fn chain_line(name: &str, c: &ChainObj) -> String {
     if let Some(h) = x.take(attr::CHAIN_HOOK) {
         let ty = x.str(attr::CHAIN_TYPE).unwrap_or_else(|| "?".into());
         t += &format!(": type {ty}");
-        match Attrs::parse(&h) {
+        match Attrs::parse(h) {
             Ok(h) => {
-                let mut h = Take(owned(&h));
+                let mut h = Take::parsed(&h);
                 let hook = h
                     .u32(attr::HOOK_HOOKNUM)
                     .map(|n| wire::hook_name(wire::NFPROTO_INET, n));
@@ -851,7 +863,7 @@ fn chain_line(name: &str, c: &ChainObj) -> String {
                 }
                 t += &h.rest();
             }
-            Err(_) => t += &format!(" hook raw {}", hex(&h)),
+            Err(_) => t += &format!(" hook raw {}", hex(h)),
         }
         let policy = x
             .u32(attr::CHAIN_POLICY)
@@ -870,7 +882,7 @@ fn chain_line(name: &str, c: &ChainObj) -> String {
         t += &format!(" flags 0x{flags:x}");
     }
     if let Some(u) = x.take(attr::CHAIN_USERDATA) {
-        t += &format!(" udata {}", hex(&u));
+        t += &format!(" udata {}", hex(u));
     }
     t + &x.rest()
 }
@@ -981,7 +993,7 @@ fn set_elements(s: &SetObj) -> Vec<String> {
 fn elem_text(s: &SetObj, e: &ElemObj, lo: &[u8], hi: &[u8]) -> String {
     let mut t = key_text(s, lo, hi);
     if let Some(d) = &e.data {
-        t += &format!(" : {}", data_text(Some(d.clone())));
+        t += &format!(" : {}", data_text(Some(d)));
     }
     let flags = e.flags & !NFT_SET_ELEM_INTERVAL_END;
     if flags != 0 {
@@ -995,7 +1007,7 @@ fn elem_text(s: &SetObj, e: &ElemObj, lo: &[u8], hi: &[u8]) -> String {
             t += &format!(" udata {}", hex(u));
         }
     }
-    t + &Take(e.other.clone()).rest()
+    t + &Take::of(&e.other).rest()
 }
 
 /// Decodes every message of `bytes` (a batch or a dump) for table `name`.

@@ -11,6 +11,8 @@ mod decode;
 mod encode;
 mod monitor;
 mod socket;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 pub use monitor::watch_nft;
@@ -110,21 +112,12 @@ impl NftSession {
                     });
                 }
                 Err(BatchError::Refused(errors)) => {
-                    let unsupported = errors.iter().find(|e| {
-                        batch.is_flagged_newtable(e.seq)
-                            && (e.errno == libc::EOPNOTSUPP || e.errno == libc::EINVAL)
-                    });
-                    if let Some(e) = unsupported {
-                        if self.flags & NFT_TABLE_F_PERSIST != 0 {
-                            self.flags &= !NFT_TABLE_F_PERSIST;
-                            dropped.push(("PERSIST", e.errno));
-                            continue;
-                        }
-                        if self.flags & NFT_TABLE_F_OWNER != 0 {
-                            self.flags &= !NFT_TABLE_F_OWNER;
-                            dropped.push(("OWNER", e.errno));
-                            continue;
-                        }
+                    if let Some((flags, flag, errno)) =
+                        without_unsupported(self.flags, &batch, &errors)
+                    {
+                        self.flags = flags;
+                        dropped.push((flag, errno));
+                        continue;
                     }
                     return Err(refused(
                         &format!("replacing table inet {}", table.name),
@@ -318,6 +311,26 @@ impl NftSession {
 impl Drop for NftSession {
     fn drop(&mut self) {
         monitor::unregister_session(self.netns, self.sock.portid());
+    }
+}
+
+/// When the kernel refused the flagged NEWTABLE as unsupported (EOPNOTSUPP: a flag it does
+/// not know; EINVAL before Linux 5.12), the flags to retry with: PERSIST goes first (Linux
+/// < 6.9), then OWNER. None when that is not why the batch failed.
+fn without_unsupported(
+    flags: u32,
+    batch: &Batch,
+    errors: &[KernelError],
+) -> Option<(u32, &'static str, i32)> {
+    let e = errors.iter().find(|e| {
+        batch.is_flagged_newtable(e.seq) && (e.errno == libc::EOPNOTSUPP || e.errno == libc::EINVAL)
+    })?;
+    if flags & NFT_TABLE_F_PERSIST != 0 {
+        Some((flags & !NFT_TABLE_F_PERSIST, "PERSIST", e.errno))
+    } else if flags & NFT_TABLE_F_OWNER != 0 {
+        Some((flags & !NFT_TABLE_F_OWNER, "OWNER", e.errno))
+    } else {
+        None
     }
 }
 
