@@ -464,7 +464,7 @@ fn spoofed_sources_are_dropped() {
         spoof
     );
     // The dwh's address may only arrive at gw-his over the transit link.
-    assert_eq!(
+    assert!(
         forward(
             &c,
             "gw-his",
@@ -474,8 +474,7 @@ fn spoofed_sources_are_dropped() {
             "10.4.10.10",
             443
         )
-        .0,
-        true
+        .0
     );
     assert_eq!(
         forward(

@@ -73,7 +73,7 @@ fn today(cli: &Cli) -> NaiveDate {
     cli.today.unwrap_or_else(|| chrono::Local::now().date_naive())
 }
 
-fn load_or_exit(file: &PathBuf, today: NaiveDate) -> Result<Loaded, ExitCode> {
+fn load_or_exit(file: &std::path::Path, today: NaiveDate) -> Result<Loaded, ExitCode> {
     load(file, today).map_err(|e| {
         eprintln!("tiernet: {e}");
         ExitCode::from(2)
@@ -176,7 +176,7 @@ fn run(cli: &Cli, today: NaiveDate) -> Result<ExitCode, ExitCode> {
     }
 }
 
-fn compiled(file: &PathBuf, today: NaiveDate) -> Result<tiernet::compile::Compiled, ExitCode> {
+fn compiled(file: &std::path::Path, today: NaiveDate) -> Result<tiernet::compile::Compiled, ExitCode> {
     let loaded = load_or_exit(file, today)?;
     loaded.compile(today).map_err(|report| {
         eprint!("{report}");
