@@ -1035,3 +1035,147 @@ fn a_refused_replace_names_the_failing_message_and_changes_nothing() {
         );
     });
 }
+
+/// Real packets: a client namespace reaches a gateway namespace over a veth pair; the
+/// table lets TCP to port 8080 in through its verdict map (counted in the flow chain) and
+/// drops TCP to 9090 silently.
+#[test]
+fn the_table_filters_real_packets() {
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let gw = NamedNs::new();
+    let client = NamedNs::new();
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip(&[
+        "-n",
+        &gw.name,
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &client.name,
+    ]);
+    for (ns, a) in [(&gw, "10.9.0.1/24"), (&client, "10.9.0.2/24")] {
+        ip(&["-n", &ns.name, "addr", "add", a, "dev", "eth0"]);
+        ip(&["-n", &ns.name, "link", "set", "eth0", "up"]);
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+    }
+
+    use Field::*;
+    let svc = set(
+        "svc",
+        vec![Saddr4, L4Proto, Dport],
+        true,
+        vec![elem(
+            vec![
+                addr("10.9.0.0/24"),
+                Value::Proto(6),
+                Value::Ports(8080, 8080),
+            ],
+            Some(Verdict::Jump("flow_ok".into())),
+        )],
+    );
+    let input = Chain {
+        name: "input".into(),
+        base: Some(BaseChain {
+            hook: Hook::Input,
+            priority: 0,
+            policy_drop: true,
+        }),
+        rules: vec![
+            rule(
+                vec![Match::CtState(vec![CtState::Established, CtState::Related])],
+                Some(Verdict::Accept),
+            ),
+            rule(
+                vec![Match::L4Proto(vec![6, 17])],
+                Some(Verdict::Vmap {
+                    key: svc.key.clone(),
+                    map: "svc".into(),
+                }),
+            ),
+            rule(vec![], None).counted().comment("default deny"),
+        ],
+    };
+    let flow_ok = Chain {
+        name: "flow_ok".into(),
+        base: None,
+        rules: vec![rule(vec![], Some(Verdict::Accept)).counted().comment("ok")],
+    };
+    let table = Table {
+        name: "tiernet".into(),
+        sets: vec![svc],
+        chains: vec![input, flow_ok],
+    };
+
+    // The gateway: listeners on both ports and the session that owns the table.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx_ready, rx_ready) = std::sync::mpsc::channel::<()>();
+    let (stop2, path) = (stop.clone(), format!("/run/netns/{}", gw.name));
+    let gateway = std::thread::spawn(move || {
+        enter(&path);
+        let mut s = NftSession::open(true).expect("open");
+        s.replace(&table).expect("replace");
+        let listeners: Vec<TcpListener> = [8080, 9090]
+            .iter()
+            .map(|p| {
+                let l = TcpListener::bind(("0.0.0.0", *p)).expect("bind");
+                l.set_nonblocking(true).expect("nonblocking");
+                l
+            })
+            .collect();
+        tx_ready.send(()).expect("ready");
+        let mut accepted = [0, 0];
+        while !stop2.load(Ordering::SeqCst) {
+            for (i, l) in listeners.iter().enumerate() {
+                if l.accept().is_ok() {
+                    accepted[i] += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        accepted
+    });
+    rx_ready.recv().expect("gateway ready");
+
+    let reach = |port: u16| {
+        let path = format!("/run/netns/{}", client.name);
+        std::thread::spawn(move || {
+            enter(&path);
+            let to: SocketAddr = ([10, 9, 0, 1], port).into();
+            TcpStream::connect_timeout(&to, Duration::from_millis(1500)).map_err(|e| e.kind())
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    };
+    assert!(reach(8080).is_ok(), "TCP 8080 is in the verdict map");
+    assert_eq!(
+        reach(9090).err(),
+        Some(std::io::ErrorKind::TimedOut),
+        "TCP 9090 is dropped by the policy"
+    );
+    stop.store(true, Ordering::SeqCst);
+    let accepted = gateway
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    assert_eq!(accepted, [1, 0]);
+
+    let listing = gw.nft_ok(&["list", "chain", "inet", "tiernet", "flow_ok"]);
+    assert!(
+        listing.contains("counter packets 1 "),
+        "the SYN went through flow_ok:\n{listing}"
+    );
+}
