@@ -5,6 +5,7 @@ mod control_util;
 
 use control_util::*;
 use std::time::Duration;
+use tiernet::controller::Settings;
 use tiernet::proto::v1::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,4 +391,59 @@ async fn restarted_controller_finds_agents_in_sync_without_reapplying() {
         "no re-apply after the restart"
     );
     assert_eq!(his.seen().received, vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_flows_leave_the_gateways_as_a_new_revision_when_the_day_ends() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store.db");
+    let mut ctl = Controller::start(&pki, &store).await;
+    let (core, _his) = (agent(&ctl, &pki, "gw-core"), agent(&ctl, &pki, "gw-his"));
+    let mut alice = admin(&ctl, &pki, "alice").await;
+    wait_connected(&mut alice, 2).await;
+    apply(&mut alice, REFERENCE, None).await.expect("apply");
+    let has_download = |a: &tiernet::agent::noop::NoopAgent| {
+        a.seen().state.is_some_and(|s| {
+            tiernet::nftables::text::render_table(&s.table).contains("reviewed-download")
+        })
+    };
+    assert!(
+        has_download(&core),
+        "the approved download flow is there before it expires"
+    );
+    let addr = ctl.addr;
+    ctl.stop().await;
+
+    // The next controller runs on the day after `expires: 2027-03-31`.
+    let later = Settings {
+        today: chrono::NaiveDate::from_ymd_opt(2027, 4, 1),
+        ..settings(false)
+    };
+    let ctl = Controller::start_with(&pki, &store, addr, later, Duration::from_millis(200)).await;
+    let mut alice = admin(&ctl, &pki, "alice").await;
+    wait_until(Duration::from_secs(15), "the expiry revision", async || {
+        alice
+            .history(HistoryRequest { limit: 5 })
+            .await
+            .expect("history")
+            .into_inner()
+            .current_revision
+            == 2
+    })
+    .await;
+    let h = alice
+        .history(HistoryRequest { limit: 5 })
+        .await
+        .expect("history")
+        .into_inner();
+    assert_eq!(
+        (h.revisions[0].kind.as_str(), h.revisions[0].author.as_str()),
+        ("expiry", "controller")
+    );
+    assert!(
+        !has_download(&core),
+        "the expired flow is gone from gw-core"
+    );
+    assert_eq!(core.seen().revision, Some(2));
 }

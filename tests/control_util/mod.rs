@@ -91,15 +91,32 @@ impl Controller {
     }
 
     pub async fn start_at(pki: &Pki, store: &Path, listen: std::net::SocketAddr) -> Controller {
+        Self::start_with(
+            pki,
+            store,
+            listen,
+            settings(false),
+            Duration::from_secs(3600),
+        )
+        .await
+    }
+
+    pub async fn start_with(
+        pki: &Pki,
+        store: &Path,
+        listen: std::net::SocketAddr,
+        settings: Settings,
+        expiry_check: Duration,
+    ) -> Controller {
         let ready = store.with_extension("addr");
         let _ = std::fs::remove_file(&ready);
         let cfg = ServeConfig {
             listen,
             store: store.to_path_buf(),
             tls: Some(pki.files("controller")),
-            settings: settings(false),
+            settings,
             ready_file: Some(ready.clone()),
-            expiry_check: Duration::from_secs(3600),
+            expiry_check,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
