@@ -639,6 +639,20 @@ fn agents_enforce_without_the_controller_and_need_no_reapply_after_its_restart()
         },
         || lab.logs(),
     );
+    // A connection logged to the audit NFLOG group reaches the controller's audit log (a
+    // local stand-in for an audited flow: an output-hook rule with tiernet's audit prefix).
+    let rule = "add table inet probe; add chain inet probe out { type filter hook output priority 0; }; \
+                add rule inet probe out tcp dport 9 log prefix \"tiernet audit flow=probe \" group 2711";
+    assert!(core_exec(&lab, &["nft", rule]).status.success());
+    let _ = core_exec(&lab, &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9"]);
+    wait_for(
+        Duration::from_secs(10),
+        || {
+            String::from_utf8_lossy(&lab.cli(&["events", "--limit", "100"]).stdout)
+                .contains("flow-audit  probe 127.0.0.1 -> 127.0.0.1 tcp/9")
+        },
+        || lab.logs(),
+    );
     // An agent gone is UNREACHABLE and status says so in its exit code.
     if let Some(mut a) = lab.gateways[1].agent.take() {
         let _ = a.kill();

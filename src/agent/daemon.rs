@@ -207,6 +207,14 @@ pub async fn run(cfg: Config) -> Result<()> {
     if let Some(lc) = agent.cfg.controller.clone() {
         let (link, rx) = controller_link::spawn(lc, Default::default());
         link.set_state(agent.revision, agent.rec.desired(), restored.is_ok());
+        // Audited flows' connections go to the controller's audit log.
+        let audit = link.clone();
+        if let Err(e) = super::nflog::watch(move |record| {
+            audit.audit(record);
+            true
+        }) {
+            tracing::warn!(error = %format!("{e:#}"), "flow audit records unavailable");
+        }
         agent.link = Some(link);
         desired_rx = Some(rx);
     }

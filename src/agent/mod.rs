@@ -3,6 +3,7 @@
 pub mod controller_link;
 pub mod daemon;
 pub mod drift;
+pub mod nflog;
 pub mod noop;
 pub mod reconcile;
 pub mod state;
