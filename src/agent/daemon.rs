@@ -36,6 +36,8 @@ pub struct Config {
     pub owner: bool,
     /// Apply once and exit (no watching).
     pub once: bool,
+    /// Reverts of one object within 10 s after which it counts as flapping.
+    pub flap_limit: usize,
     pub today: Option<NaiveDate>,
     /// Controller mode (instead of `topology`): desired states come over this link.
     pub controller: Option<LinkConfig>,
@@ -189,7 +191,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut agent = Agent {
         dir,
         rec,
-        flaps: FlapGuard::new(Duration::from_secs(10), 5, Duration::from_secs(30)),
+        flaps: FlapGuard::new(Duration::from_secs(10), cfg.flap_limit, Duration::from_secs(30)),
         notices: Vec::new(),
         compiled_on: None,
         revision,

@@ -73,8 +73,9 @@ impl Reconciler {
     /// Plans and, when `enforce`, executes. A plan with problems (a missing trunk or port)
     /// executes nothing: a gateway is never left half-programmed by a state it cannot hold.
     pub async fn converge(&mut self, enforce: bool) -> Result<Outcome> {
+        let start = Instant::now();
         let plan = self.plan().await?;
-        self.execute(plan, enforce, Instant::now()).await
+        self.execute(plan, enforce, start).await
     }
 
     /// Executes a plan made by [`Reconciler::plan`], then reads the state back.

@@ -42,6 +42,10 @@ struct Args {
     /// Do not set the nftables owner flag (lets other processes alter the table; for tests of revert).
     #[arg(long)]
     no_owner: bool,
+    /// Reverts of the same object within 10 s before it counts as flapping (another process
+    /// fighting tiernet) and is only reported for 30 s.
+    #[arg(long, default_value_t = 5)]
+    flap_limit: usize,
     /// Apply once and exit.
     #[arg(long)]
     once: bool,
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         check_interval: Duration::from_secs(args.check_interval.max(1)),
         owner: !args.no_owner,
         once: args.once,
+        flap_limit: args.flap_limit.max(1),
         today: args.today,
         controller,
     };
