@@ -3,8 +3,16 @@
 //! The same decoder reads the kernel's dump (`observe`) and the batch our encoder builds
 //! (`canonical`), so the two can only differ where the kernel holds something else. Every
 //! attribute is shown except what is bookkeeping: handles, use counts, ids, counter values,
-//! padding, element expirations, and the owner/persist table flags (a property of the
-//! session, not of the content). Unknown attributes are shown raw, so nothing slips by.
+//! padding, element expirations, a set's backend and element count (newer kernels dump
+//! them), the base-chain flag, and the owner/persist table flags (a property of the
+//! session, not of the content). Unknown attributes are shown raw, so nothing slips by; a
+//! kernel that starts dumping a new bookkeeping attribute therefore shows as drift until
+//! it is added to the lists here (the kernel tests catch that).
+//!
+//! Elements are shown per key field in hex (an interface name quoted), ranges as `lo-hi`;
+//! an rbtree interval set's start/end elements are put back together into ranges, and an
+//! anonymous set is shown inline in the rule that uses it, by its contents (the kernel
+//! names it `__setN`, a batch `__set%d`).
 //!
 //! Messages are applied in order like a transaction: DELTABLE drops what came before,
 //! which is how the replace batch's leading NEWTABLE/DELTABLE pair reads.
