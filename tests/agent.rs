@@ -313,8 +313,13 @@ fn apply_reads_back_exactly_and_twice_changes_nothing() {
     assert_eq!(String::from_utf8_lossy(&rpf.stdout).trim(), "1");
     assert_eq!(
         gw.apply_once(&[]),
+        1,
+        "a new agent process re-adopts the persisted table (one replace), nothing else"
+    );
+    assert_eq!(
+        gw.apply_once(&["--no-owner"]),
         0,
-        "a second apply makes no netlink write"
+        "an apply of what the kernel already holds makes no netlink write"
     );
 }
 

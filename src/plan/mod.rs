@@ -116,7 +116,7 @@ pub type TableCanon = Vec<String>;
 
 pub fn plan(desired: &GatewayState, desired_table: &TableCanon, observed: &Observed) -> Plan {
     let mut p = Plan::default();
-    if observed.nft.table.as_ref() != Some(desired_table) {
+    if observed.nft.table.as_ref() != Some(desired_table) || observed.nft.unowned {
         p.actions.push(Action::ReplaceTable);
     }
     for fc in &observed.nft.foreign_chains {

@@ -52,6 +52,10 @@ pub struct ObservedNft {
     /// Canonical form of our table as the kernel holds it; None when it is absent.
     pub table: Option<Vec<String>>,
     pub foreign_chains: Vec<ForeignChain>,
+    /// The table should be owned by the agent's socket but is not (left over from an
+    /// agent that stopped): replacing it takes it back.
+    #[serde(default)]
+    pub unowned: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -78,6 +78,7 @@ fn converged(d: &GatewayState) -> Observed {
         nft: ObservedNft {
             table: Some(canon()),
             foreign_chains: vec![],
+            unowned: false,
         },
     }
 }
@@ -211,6 +212,14 @@ fn each_kind_of_drift_plans_its_revert() {
     );
     // eth1.410 belongs to gw-his, not gw-core: nothing to create here.
     assert!(!a.iter().any(|x| x.contains("eth1.410")));
+}
+
+#[test]
+fn an_unowned_table_is_taken_back_even_when_equal() {
+    let d = gw_core();
+    let mut o = converged(&d);
+    o.nft.unowned = true;
+    assert_eq!(actions(&d, &o), vec!["replace nftables table inet tiernet".to_string()]);
 }
 
 #[test]

@@ -234,11 +234,13 @@ impl NftSession {
         let mut dec = decode::Decoder::new(name);
         let mut foreign = Vec::new();
         let mut present = false;
+        let mut owner = None;
         let mut intr = self.dump(msg::GETTABLE, 0, &[], |m| {
             if m.family() == wire::NFPROTO_INET
                 && m.attrs()?.str(attr::TABLE_NAME).as_deref() == Some(name)
             {
                 present = true;
+                owner = m.attrs()?.u32(attr::TABLE_OWNER);
                 dec.feed(m)?;
             }
             Ok(())
@@ -302,6 +304,11 @@ impl NftSession {
             ObservedNft {
                 table: dec.lines(),
                 foreign_chains: foreign,
+                // A persisted table outlives the agent that owned it; until this session
+                // takes it back, any process may change it.
+                unowned: present
+                    && self.flags & NFT_TABLE_F_OWNER != 0
+                    && owner != Some(self.sock.portid()),
             },
             intr,
         ))
