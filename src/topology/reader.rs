@@ -134,7 +134,7 @@ impl Reader {
         let pos = map.keys().next().map_or(pos, scalar_pos);
         for key in map.keys() {
             if !allowed.contains(&key.as_str()) {
-                let hint = suggestion(key.as_str(), allowed)
+                let hint = crate::diag::closest(key.as_str(), allowed.iter().copied())
                     .map(|s| format!("; did you mean '{s}'?"))
                     .unwrap_or_default();
                 self.err(
@@ -626,29 +626,6 @@ impl Reader {
     }
 }
 
-/// The closest allowed field name, for "did you mean" hints on typos.
-fn suggestion<'a>(key: &str, allowed: &[&'a str]) -> Option<&'a str> {
-    allowed
-        .iter()
-        .map(|a| (edit_distance(key, a), *a))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, a)| a)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
 
 fn parse_word(s: &str) -> Result<String, String> {
     if !s.is_empty()

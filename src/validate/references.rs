@@ -36,7 +36,7 @@ fn require(
     if known.contains_key(r.v.as_str()) {
         return;
     }
-    let hint = closest(&r.v, known.keys().copied())
+    let hint = crate::diag::closest(&r.v, known.keys().copied())
         .map(|c| format!(" (did you mean '{c}'?)"))
         .unwrap_or_default();
     out.push(Diagnostic::error(
@@ -127,25 +127,3 @@ fn same_policy_as(ix: &Index, tier: usize, out: &mut Vec<Diagnostic>) {
     }
 }
 
-/// The known name nearest to a misspelt one, for "did you mean" hints.
-fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    known
-        .map(|k| (edit_distance(name, k), k))
-        .filter(|&(d, _)| d <= 2)
-        .min()
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
