@@ -92,7 +92,16 @@ fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-fn observed_route(m: &RouteMessage, names: &HashMap<u32, String>) -> Option<ObservedRoute> {
+/// The fields of a main-table route that tiernet compares; None for other tables and families.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MainRoute {
+    pub destination: IpNet,
+    pub via: Option<IpAddr>,
+    pub oif: Option<u32>,
+    pub protocol: u8,
+}
+
+pub fn main_route(m: &RouteMessage) -> Option<MainRoute> {
     let table = m
         .attributes
         .iter()
@@ -100,8 +109,8 @@ fn observed_route(m: &RouteMessage, names: &HashMap<u32, String>) -> Option<Obse
             RouteAttribute::Table(t) => Some(*t),
             _ => None,
         })
-        .unwrap_or(m.header.table as u32);
-    if table != RouteHeader::RT_TABLE_MAIN as u32 {
+        .unwrap_or(u32::from(m.header.table));
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
         return None;
     }
     let family_any = match m.header.address_family {
@@ -117,19 +126,27 @@ fn observed_route(m: &RouteMessage, names: &HashMap<u32, String>) -> Option<Obse
             _ => None,
         })
         .unwrap_or(family_any);
-    let via = m.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Gateway(g) => route_addr(g),
-        _ => None,
-    });
-    let dev = m.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Oif(i) => names.get(i).cloned(),
-        _ => None,
-    });
-    Some(ObservedRoute {
+    Some(MainRoute {
         destination: IpNet::new(dst, m.header.destination_prefix_length).ok()?,
-        via,
-        dev,
+        via: m.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(g) => route_addr(g),
+            _ => None,
+        }),
+        oif: m.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        }),
         protocol: u8::from(m.header.protocol),
+    })
+}
+
+fn observed_route(m: &RouteMessage, names: &HashMap<u32, String>) -> Option<ObservedRoute> {
+    let r = main_route(m)?;
+    Some(ObservedRoute {
+        destination: r.destination,
+        via: r.via,
+        dev: r.oif.and_then(|i| names.get(&i).cloned()),
+        protocol: r.protocol,
     })
 }
 

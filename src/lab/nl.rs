@@ -5,8 +5,7 @@ use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{BridgeStpState, LinkAttribute, LinkFlags, LinkMessage};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
-use netlink_packet_route::AddressFamily;
+use netlink_packet_route::route::RouteMessage;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
@@ -232,52 +231,13 @@ pub struct RouteEntry {
     pub message: RouteMessage,
 }
 
-fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
-    match a {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    }
-}
-
 fn route_entry(m: RouteMessage) -> Option<RouteEntry> {
-    let table = m
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(m.header.table));
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
-        return None;
-    }
-    let any = match m.header.address_family {
-        AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        _ => return None,
-    };
-    let dst = m
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Destination(d) => route_addr(d),
-            _ => None,
-        })
-        .unwrap_or(any);
-    let via = m.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Gateway(g) => route_addr(g),
-        _ => None,
-    });
-    let oif = m.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Oif(i) => Some(*i),
-        _ => None,
-    });
+    let r = crate::dataplane::net::main_route(&m)?;
     Some(RouteEntry {
-        destination: IpNet::new(dst, m.header.destination_prefix_length).ok()?,
-        via,
-        oif,
-        protocol: u8::from(m.header.protocol),
+        destination: r.destination,
+        via: r.via,
+        oif: r.oif,
+        protocol: r.protocol,
         message: m,
     })
 }
