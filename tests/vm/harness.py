@@ -468,7 +468,18 @@ def main():
     ap.add_argument("--today", default=time.strftime("%Y-%m-%d"))
     ap.add_argument("--accel", default=os.environ.get("TIERNET_VM_ACCEL"), choices=["kvm", "tcg"])
     ap.add_argument("--keep", action="store_true", help="keep the work directory (consoles, initrd)")
+    ap.add_argument("--cells-only", metavar="FILE",
+                    help="only write the probe cells with their expectations (vagrant/e2e.sh) and exit")
     args = ap.parse_args()
+    if args.cells_only:
+        conf = read_conf(args.conf)
+        cells = expected_cells(args.tiernet, args.topology, args.today, conf)
+        Layout({gw: render(args.tiernet, args.topology, args.today, gw) for gw in conf["gateways"]}, cells)
+        with open(args.cells_only, "w") as f:
+            for c in cells:
+                f.write(f"{c['id']} {c['ns']} {c['proto']} {c['src_ip']} {c['dst_ip']} {c['port']} "
+                        f"{int(c['expected'])} {c['src']} {c['dst']} {c['traffic']}\n")
+        return 0
 
     report = {"version": 1, "today": args.today, "topology": os.path.relpath(args.topology, ROOT),
               "timings": {}, "gateways": {}, "probes": {}, "drift": [], "error": None}

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Starts tiernet-agent standalone for gateway $1 on /vm/topology.yaml and waits for its first apply.
 # Usage: agent-start.sh GATEWAY TODAY TIMEOUT_S [EXTRA AGENT ARGS...]
-. /vm/lib.sh
+. "$(dirname "$0")/lib.sh"
 gw=$1 today=$2 limit=$3
 shift 3
 mkdir -p /run/tiernet

@@ -6,7 +6,7 @@
 #        drift.sh change-vlan-id LINK NEW_ID
 #        drift.sh bridge-extra-vlan LINK EXTRA_ID BRIDGE
 #        (TIMEOUT_S in the environment, default 10)
-. /vm/lib.sh
+. "$(dirname "$0")/lib.sh"
 kind=$1 link=$2 new_id=${3:-} bridge=${4:-}
 limit=${TIMEOUT_S:-10}
 now_us() { adjtimex | awk '/tv_sec/{s=$2} /tv_usec/{u=$2} END{printf "%d%06d\n", s, u}'; }

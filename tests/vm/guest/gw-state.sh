@@ -1,6 +1,6 @@
 #!/bin/sh
 # The gateway's state as the kernel reports it, as one JSON object (test witnesses: ip, nft).
-. /vm/lib.sh
+. "$(dirname "$0")/lib.sh"
 j() { out=$("$@" 2>/dev/null); [ -n "$out" ] && printf '%s' "$out" || printf 'null'; }
 sysctls=
 for k in net/ipv4/ip_forward net/ipv6/conf/all/forwarding; do

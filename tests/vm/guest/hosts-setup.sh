@@ -4,7 +4,7 @@
 #   ns NAME vlan BRIDGE ID        a namespace whose eth0 is a tagged sub-interface of the switch
 #   ns NAME nic IFACE             a namespace whose eth0 is an untagged NIC
 #   addr NAME CIDR | route NAME VIA | listen NAME tcp|udp PORT
-. /vm/lib.sh
+. "$(dirname "$0")/lib.sh"
 set -e
 conf=${1:-/vm/hosts.conf}
 echo tiernet-probe >/run/token
@@ -52,12 +52,16 @@ while :; do
   missing=
   while read -r what a b c rest; do
     [ "$what" = listen ] || continue
-    flag=-lnt
-    [ "$b" = udp ] && flag=-lnu
-    in_ns "$a" netstat $flag | grep -q ":$c " || missing="$missing $a:$b/$c"
+    # /proc/net/{tcp,udp} of the namespace: local port in hex, TCP in state 0A (LISTEN).
+    hex=$(printf '%04X' "$c")
+    if [ "$b" = tcp ]; then
+      in_ns "$a" cat /proc/net/tcp | grep -q ":$hex [0-9A-F:]* 0A " || missing="$missing $a:$b/$c"
+    else
+      in_ns "$a" cat /proc/net/udp | grep -q ":$hex " || missing="$missing $a:$b/$c"
+    fi
   done <"$conf"
   [ -z "$missing" ] && exit 0
   tries=$((tries + 1))
   [ $tries -gt 100 ] && { echo "listeners not up after 20 s:$missing" >&2; exit 1; }
-  usleep 200000
+  sleep 0.2
 done

@@ -6,7 +6,7 @@
 # One shell per namespace runs inside it (nsenter once, not per cell), its cells in waves of
 # PARALLEL; the namespaces run side by side.
 # Usage: probe.sh CONNECT_S DATA_S PARALLEL CELLS
-. /vm/lib.sh
+. "$(dirname "$0")/lib.sh"
 ct=$1 dt=$2 par=$3 cells=$4
 if [ -n "${PROBE_NS:-}" ]; then
   n=0
