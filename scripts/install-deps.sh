@@ -3,6 +3,10 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(nftables iproute2 libnftnl-dev libmnl-dev pkg-config socat procps)
+# The VM suite (tests/vm, tests/vm.rs): QEMU, the busybox initramfs, python3 for the harness,
+# vagrant for `vagrant validate`. The guest kernel is not installed: tests/vm/build-image.sh
+# fetches Debian's linux-image .deb with `apt-get download` into target/vm-cache.
+pkgs+=(qemu-system-x86 busybox-static cpio xz-utils binutils python3 vagrant)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
