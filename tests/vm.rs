@@ -151,7 +151,7 @@ fn state_problems(gateway: &str, state: &Value, want: &Value) -> Vec<String> {
                 .expect("cidr");
             let have = addrs.and_then(|a| a.as_array()).is_some_and(|a| {
                 a.iter()
-                    .any(|x| x["local"] == ip && x["prefixlen"].to_string() == len)
+                    .any(|x| x["local"] == ip && x["prefixlen"].as_u64() == len.parse().ok())
             });
             if !have {
                 bad.push(format!("{gateway}: {name} lacks {ip}/{len}"));

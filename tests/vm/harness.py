@@ -25,6 +25,7 @@ import base64
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -462,6 +463,8 @@ def main():
     ap.add_argument("--agent", default=os.path.join(ROOT, "target/debug/tiernet-agent"))
     ap.add_argument("--topology", default=os.path.join(ROOT, "topologies/clinical-research.yaml"))
     ap.add_argument("--agent-topology", help="give the agents this topology instead (to show the suite failing)")
+    ap.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
+                    help="an extra argument for tiernet-agent, e.g. --agent-arg=--mode=observe")
     ap.add_argument("--conf", default=os.path.join(HERE, "reference.conf"))
     ap.add_argument("--cache", default=os.path.join(ROOT, "target/vm-cache"))
     ap.add_argument("--report", default=os.path.join(ROOT, "target/vm-report.json"))
@@ -550,7 +553,8 @@ def main():
         # Agents (standalone), then the hosts.
         t = time.monotonic()
         for gw in states:
-            _, out = vms[gw].run(f"sh /vm/agent-start.sh {gw} {args.today} {30 * slow}\n", timeout=40 * slow)
+            extra = " ".join(shlex.quote(a) for a in args.agent_arg)
+            _, out = vms[gw].run(f"sh /vm/agent-start.sh {gw} {args.today} {30 * slow} {extra}\n", timeout=40 * slow)
             report["gateways"][gw] = {"agent_start": out}
         timings["agents_ready_s"] = round(time.monotonic() - t, 2)
         t = time.monotonic()
