@@ -19,7 +19,10 @@ const TODAY: &str = "2026-11-26";
 const DRIFTS: usize = 200;
 
 fn sh(args: &[&str]) -> Result<String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("{args:?}"))?;
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("{args:?}"))?;
     if !out.status.success() {
         bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -35,7 +38,19 @@ impl Ns {
         sh(&["ip", "netns", "add", name])?;
         let ns = Ns(name.to_string());
         for (i, p) in ports.iter().enumerate() {
-            sh(&["ip", "-n", name, "link", "add", p, "type", "veth", "peer", "name", &format!("peer{i}")])?;
+            sh(&[
+                "ip",
+                "-n",
+                name,
+                "link",
+                "add",
+                p,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("peer{i}"),
+            ])?;
             sh(&["ip", "-n", name, "link", "set", &format!("peer{i}"), "up"])?;
         }
         Ok(ns)
@@ -51,13 +66,19 @@ impl Drop for Ns {
 fn agent_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     // target/release/deps/agent-xxxx → target/release/tiernet-agent
-    exe.parent().and_then(Path::parent).map(|d| d.join("tiernet-agent")).unwrap_or_default()
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("tiernet-agent"))
+        .unwrap_or_default()
 }
 
 fn agent(ns: &str, gateway: &str, topo: &Path, state: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns]).arg(agent_bin());
-    c.args(["--gateway", gateway, "--topology"]).arg(topo).arg("--state-dir").arg(state);
+    c.args(["--gateway", gateway, "--topology"])
+        .arg(topo)
+        .arg("--state-dir")
+        .arg(state);
     c.args(["--today", TODAY]).args(extra);
     c
 }
@@ -73,7 +94,10 @@ fn apply_once(ns: &str, gateway: &str, topo: &Path, state: &Path) -> Result<(f64
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
         let msg = v["fields"]["message"].as_str().unwrap_or_default();
         if msg == "applied" || msg == "converged" {
-            return Ok((v["fields"]["elapsed_ms"].as_f64().unwrap_or(f64::NAN), v["fields"]["changes"].as_u64().unwrap_or(0)));
+            return Ok((
+                v["fields"]["elapsed_ms"].as_f64().unwrap_or(f64::NAN),
+                v["fields"]["changes"].as_u64().unwrap_or(0),
+            ));
         }
     }
     bail!("agent logged no apply:\n{log}")
@@ -81,14 +105,30 @@ fn apply_once(ns: &str, gateway: &str, topo: &Path, state: &Path) -> Result<(f64
 
 /// Best of three `nft -f` loads of the rendered script, each in a fresh namespace.
 fn nft_f(topo: &Path, gateway: &str) -> Result<f64> {
-    let script = sh(&["target/release/tiernet", "render", topo.to_str().unwrap_or_default(), "--gateway", gateway, "--today", TODAY])?;
+    let script = sh(&[
+        "target/release/tiernet",
+        "render",
+        topo.to_str().unwrap_or_default(),
+        "--gateway",
+        gateway,
+        "--today",
+        TODAY,
+    ])?;
     let file = std::env::temp_dir().join(format!("tnbench-{}.nft", std::process::id()));
     std::fs::write(&file, script)?;
     let mut best = f64::MAX;
     for _ in 0..3 {
         let ns = Ns::new(&format!("tnbench-nft-{}", std::process::id()), &[])?;
         let t = Instant::now();
-        sh(&["ip", "netns", "exec", &ns.0, "nft", "-f", file.to_str().unwrap_or_default()])?;
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns.0,
+            "nft",
+            "-f",
+            file.to_str().unwrap_or_default(),
+        ])?;
         best = best.min(t.elapsed().as_secs_f64() * 1e3);
     }
     Ok(best)
@@ -104,7 +144,9 @@ fn untagged(text: &str) -> Result<String> {
 
 fn ports_of(topo: &Path, gateway: &str) -> Result<Vec<String>> {
     let today = NaiveDate::parse_from_str(TODAY, "%Y-%m-%d")?;
-    let compiled = tiernet::topology::load::load(topo, today)?.compile(today).map_err(anyhow::Error::msg)?;
+    let compiled = tiernet::topology::load::load(topo, today)?
+        .compile(today)
+        .map_err(anyhow::Error::msg)?;
     let gw = compiled.gateway(gateway).context("gateway")?;
     Ok(gw.links.iter().map(|l| l.name.clone()).collect())
 }
@@ -130,7 +172,9 @@ fn apply_vs_nft(label: &str, text: &str, gateway: &str) -> Result<()> {
 
 fn route_dst(m: &RouteMessage) -> Option<String> {
     m.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Destination(RouteAddress::Inet(v4)) => Some(format!("{v4}/{}", m.header.destination_prefix_length)),
+        RouteAttribute::Destination(RouteAddress::Inet(v4)) => {
+            Some(format!("{v4}/{}", m.header.destination_prefix_length))
+        }
         _ => None,
     })
 }
@@ -144,10 +188,16 @@ fn drift_latency() -> Result<()> {
     let ports = ports_of(&topo, "gw-core")?;
     let ns = Ns::new(&format!("tnbench-drift-{}", std::process::id()), &ports)?;
     let state = dir.path().join("state");
-    let mut child: Child = agent(&ns.0, "gw-core", &topo, &state, &["--no-owner", "--flap-limit", "100000"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child: Child = agent(
+        &ns.0,
+        "gw-core",
+        &topo,
+        &state,
+        &["--no-owner", "--flap-limit", "100000"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()?;
     let start = Instant::now();
     while !state.join("ready").exists() {
         if start.elapsed() > Duration::from_secs(20) {
@@ -157,26 +207,42 @@ fn drift_latency() -> Result<()> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let samples = tiernet::netns::run_in(&ns.0, || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async {
             let (conn, handle, _) = rtnetlink::new_connection()?;
             tokio::spawn(conn);
-            let (mconn, _, mut events) = rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Ipv4Route])?;
+            let (mconn, _, mut events) =
+                rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Ipv4Route])?;
             tokio::spawn(mconn);
             let target = "10.4.10.0/24";
             let mut samples = Vec::with_capacity(DRIFTS);
             for _ in 0..DRIFTS {
                 let query = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build();
-                let routes: Vec<RouteMessage> = handle.route().get(query).execute().filter_map(|r| async { r.ok() }).collect().await;
-                let Some(route) = routes.into_iter().find(|m| route_dst(m).as_deref() == Some(target)) else {
+                let routes: Vec<RouteMessage> = handle
+                    .route()
+                    .get(query)
+                    .execute()
+                    .filter_map(|r| async { r.ok() })
+                    .collect()
+                    .await;
+                let Some(route) = routes
+                    .into_iter()
+                    .find(|m| route_dst(m).as_deref() == Some(target))
+                else {
                     bail!("route {target} missing before injection");
                 };
                 let t0 = Instant::now();
                 handle.route().del(route).execute().await?;
                 loop {
                     let next = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
-                    let Ok(Some((msg, _))) = next else { bail!("route not restored within 5 s") };
-                    if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) = msg.payload {
+                    let Ok(Some((msg, _))) = next else {
+                        bail!("route not restored within 5 s")
+                    };
+                    if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(m)) =
+                        msg.payload
+                    {
                         if route_dst(&m).as_deref() == Some(target) {
                             samples.push(t0.elapsed().as_secs_f64() * 1e3);
                             break;
@@ -192,7 +258,11 @@ fn drift_latency() -> Result<()> {
     let _ = child.wait();
     let mut s = samples?;
     s.sort_by(f64::total_cmp);
-    let pct = |p: f64| s[((s.len() as f64 * p).ceil() as usize).saturating_sub(1).min(s.len() - 1)];
+    let pct = |p: f64| {
+        s[((s.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(s.len() - 1)]
+    };
     println!(
         "drift revert (route deleted → restored, {} samples): p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
         s.len(),
@@ -221,7 +291,10 @@ fn main() -> Result<()> {
         today,
     });
     let gateway = big.gateways[0].clone();
-    println!("tiernet agent bench (kernel {})", sh(&["uname", "-r"])?.trim());
+    println!(
+        "tiernet agent bench (kernel {})",
+        sh(&["uname", "-r"])?.trim()
+    );
     apply_vs_nft("reference gw-core", &reference, "gw-core")?;
     apply_vs_nft("generated 10,000 flows", &big.to_yaml(), &gateway)?;
     drift_latency()

@@ -12,7 +12,11 @@ const REPLACES: usize = 500;
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("ip runs");
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 struct Namespaces(Vec<String>);
@@ -56,15 +60,26 @@ fn table(text: &str) -> tiernet::nftables::ir::Table {
 #[test]
 fn replacing_the_table_never_opens_the_gateway() {
     let tag = std::process::id();
-    let (client, gw, server) = (format!("tnat-c-{tag}"), format!("tnat-gw-{tag}"), format!("tnat-s-{tag}"));
+    let (client, gw, server) = (
+        format!("tnat-c-{tag}"),
+        format!("tnat-gw-{tag}"),
+        format!("tnat-s-{tag}"),
+    );
     let _guard = Namespaces(vec![client.clone(), gw.clone(), server.clone()]);
     for ns in [&client, &gw, &server] {
         ip(&["netns", "add", ns]);
         ip(&["-n", ns, "link", "set", "lo", "up"]);
     }
-    ip(&["-n", &gw, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", &client]);
-    ip(&["-n", &gw, "link", "add", "s0", "type", "veth", "peer", "name", "eth0", "netns", &server]);
-    for (ns, addr, via) in [(&client, "10.0.1.100/24", "10.0.1.1"), (&server, "10.0.2.10/24", "10.0.2.1")] {
+    ip(&[
+        "-n", &gw, "link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", &client,
+    ]);
+    ip(&[
+        "-n", &gw, "link", "add", "s0", "type", "veth", "peer", "name", "eth0", "netns", &server,
+    ]);
+    for (ns, addr, via) in [
+        (&client, "10.0.1.100/24", "10.0.1.1"),
+        (&server, "10.0.2.10/24", "10.0.2.1"),
+    ] {
         ip(&["-n", ns, "addr", "add", addr, "dev", "eth0"]);
         ip(&["-n", ns, "link", "set", "eth0", "up"]);
         ip(&["-n", ns, "route", "add", "default", "via", via]);
@@ -75,14 +90,28 @@ fn replacing_the_table_never_opens_the_gateway() {
     let topo_file = dir.path().join("a.yaml");
     std::fs::write(&topo_file, &a_text).expect("write");
     let out = Command::new("ip")
-        .args(["netns", "exec", &gw, env!("CARGO_BIN_EXE_tiernet-agent"), "--gateway", "gw", "--once", "--today", "2026-11-26"])
+        .args([
+            "netns",
+            "exec",
+            &gw,
+            env!("CARGO_BIN_EXE_tiernet-agent"),
+            "--gateway",
+            "gw",
+            "--once",
+            "--today",
+            "2026-11-26",
+        ])
         .arg("--topology")
         .arg(&topo_file)
         .arg("--state-dir")
         .arg(dir.path().join("state"))
         .output()
         .expect("agent");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Listeners on both policies' ports and on one neither allows.
     let listeners = tiernet::netns::run_in(&server, || {
@@ -130,6 +159,13 @@ fn replacing_the_table_never_opens_the_gateway() {
         stop.store(true, Ordering::Relaxed);
         replaced.expect("500 replaces");
     });
-    assert_eq!(forbidden.load(Ordering::Relaxed), 0, "a port neither policy allows got through");
-    assert!(opened.load(Ordering::Relaxed) > 10, "the prober saw allowed traffic pass, so it was live");
+    assert_eq!(
+        forbidden.load(Ordering::Relaxed),
+        0,
+        "a port neither policy allows got through"
+    );
+    assert!(
+        opened.load(Ordering::Relaxed) > 10,
+        "the prober saw allowed traffic pass, so it was live"
+    );
 }

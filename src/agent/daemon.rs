@@ -44,9 +44,15 @@ pub struct Config {
 }
 
 /// Compiles this gateway's part of a topology file.
-fn compile_gateway(path: &std::path::Path, gateway: &str, today: NaiveDate) -> Result<GatewayState> {
+fn compile_gateway(
+    path: &std::path::Path,
+    gateway: &str,
+    today: NaiveDate,
+) -> Result<GatewayState> {
     let loaded = crate::topology::load::load(path, today)?;
-    let compiled = loaded.compile(today).map_err(|report| anyhow!("topology does not validate:\n{report}"))?;
+    let compiled = loaded
+        .compile(today)
+        .map_err(|report| anyhow!("topology does not validate:\n{report}"))?;
     compiled
         .gateway(gateway)
         .cloned()
@@ -67,17 +73,28 @@ struct Agent {
 
 impl Agent {
     fn today(&self) -> NaiveDate {
-        self.cfg.today.unwrap_or_else(|| chrono::Local::now().date_naive())
+        self.cfg
+            .today
+            .unwrap_or_else(|| chrono::Local::now().date_naive())
     }
 
     /// Applies a new desired state; on failure puts the previous one back. Returns the
     /// number of changes made.
-    async fn apply(&mut self, state: GatewayState, source: String, revision: Option<u64>) -> Result<usize> {
+    async fn apply(
+        &mut self,
+        state: GatewayState,
+        source: String,
+        revision: Option<u64>,
+    ) -> Result<usize> {
         let previous = self.rec.desired().clone();
         self.rec.set_desired(state.clone())?;
         match self.rec.converge(true).await {
             Ok(out) => {
-                self.dir.save(&Persisted { source: source.clone(), revision, state })?;
+                self.dir.save(&Persisted {
+                    source: source.clone(),
+                    revision,
+                    state,
+                })?;
                 self.revision = revision;
                 if let Some(link) = &self.link {
                     link.set_state(revision, self.rec.desired(), true);
@@ -98,7 +115,9 @@ impl Agent {
     }
 
     async fn load_topology(&mut self) -> Result<()> {
-        let Some(path) = self.cfg.topology.clone() else { return Ok(()) };
+        let Some(path) = self.cfg.topology.clone() else {
+            return Ok(());
+        };
         let today = self.today();
         let state = compile_gateway(&path, &self.cfg.gateway, today)?;
         self.compiled_on = Some(today);
@@ -109,13 +128,21 @@ impl Agent {
                 elapsed_ms = out.elapsed.as_secs_f64() * 1e3, "converged");
             return Ok(());
         }
-        self.apply(state, path.display().to_string(), None).await.map(|_| ())
+        self.apply(state, path.display().to_string(), None)
+            .await
+            .map(|_| ())
     }
 
     /// A state from the controller: apply it (or go back) and answer with the result.
     async fn apply_desired(&mut self, d: DesiredState) {
         let started = Instant::now();
-        let outcome = self.apply(d.state.clone(), format!("controller revision {}", d.revision), Some(d.revision)).await;
+        let outcome = self
+            .apply(
+                d.state.clone(),
+                format!("controller revision {}", d.revision),
+                Some(d.revision),
+            )
+            .await;
         if let Some(link) = &self.link {
             link.applied(&d, &outcome, started.elapsed());
         }
@@ -134,7 +161,10 @@ impl Agent {
         }
         let expected: Vec<String> = plan.actions.iter().map(|a| a.to_string()).collect();
         let now = Instant::now();
-        let flapping: Vec<&String> = expected.iter().filter(|k| !self.flaps.allow(k, now)).collect();
+        let flapping: Vec<&String> = expected
+            .iter()
+            .filter(|k| !self.flaps.allow(k, now))
+            .collect();
         let enforce = self.cfg.mode == Mode::Enforce && flapping.is_empty();
         let action = if plan.actions.is_empty() {
             "reported".to_string()
@@ -142,7 +172,10 @@ impl Agent {
             if flapping.is_empty() {
                 "reported".into()
             } else {
-                format!("reported: flapping ({}), another process keeps changing it; backing off", flapping.len())
+                format!(
+                    "reported: flapping ({}), another process keeps changing it; backing off",
+                    flapping.len()
+                )
             }
         } else {
             match self.rec.execute(plan.clone(), true, since).await {
@@ -184,14 +217,20 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
     };
     let (initial, source, revision) = match persisted {
-        Some(p) if p.state.gateway == cfg.gateway => (p.state, format!("persisted ({})", p.source), p.revision),
+        Some(p) if p.state.gateway == cfg.gateway => {
+            (p.state, format!("persisted ({})", p.source), p.revision)
+        }
         _ => (closed_state(&cfg.gateway), "closed".to_string(), None),
     };
     let rec = Reconciler::new(net, nft, initial)?;
     let mut agent = Agent {
         dir,
         rec,
-        flaps: FlapGuard::new(Duration::from_secs(10), cfg.flap_limit, Duration::from_secs(30)),
+        flaps: FlapGuard::new(
+            Duration::from_secs(10),
+            cfg.flap_limit,
+            Duration::from_secs(30),
+        ),
         notices: Vec::new(),
         compiled_on: None,
         revision,
@@ -201,9 +240,13 @@ pub async fn run(cfg: Config) -> Result<()> {
     let started = Instant::now();
     let restored = agent.rec.converge(true).await;
     match &restored {
-        Ok(out) => tracing::info!(gateway = %agent.cfg.gateway, %source, changes = out.executed.len(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "restored"),
-        Err(e) => tracing::error!(gateway = %agent.cfg.gateway, %source, error = %e, "could not restore the persisted state"),
+        Ok(out) => {
+            tracing::info!(gateway = %agent.cfg.gateway, %source, changes = out.executed.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "restored")
+        }
+        Err(e) => {
+            tracing::error!(gateway = %agent.cfg.gateway, %source, error = %e, "could not restore the persisted state")
+        }
     }
     let mut desired_rx = None;
     if let Some(lc) = agent.cfg.controller.clone() {
@@ -227,7 +270,9 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
     }
     let ready = serde_json::json!({ "gateway": agent.cfg.gateway, "pid": std::process::id() });
-    agent.dir.write_atomic("ready", ready.to_string().as_bytes())?;
+    agent
+        .dir
+        .write_atomic("ready", ready.to_string().as_bytes())?;
     if agent.cfg.once {
         return Ok(());
     }
@@ -242,7 +287,10 @@ async fn next_desired(rx: &mut Option<mpsc::Receiver<DesiredState>>) -> Option<D
     }
 }
 
-async fn watch(mut agent: Agent, mut desired_rx: Option<mpsc::Receiver<DesiredState>>) -> Result<()> {
+async fn watch(
+    mut agent: Agent,
+    mut desired_rx: Option<mpsc::Receiver<DesiredState>>,
+) -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<KernelEvent>();
     watch_rtnetlink(tx.clone())?;
     watch_nft(&agent.rec.desired().table.name, tx)?;

@@ -9,7 +9,11 @@ use tiernet::agent::daemon::{run, Config, Mode};
 use tiernet::controller::tls::TlsFiles;
 
 #[derive(Parser)]
-#[command(name = "tiernet-agent", version, about = "Programs one gateway and reverts drift from kernel events")]
+#[command(
+    name = "tiernet-agent",
+    version,
+    about = "Programs one gateway and reverts drift from kernel events"
+)]
 struct Args {
     /// This gateway's name in the topology (and, with a controller, its certificate name).
     #[arg(long)]
@@ -85,7 +89,10 @@ fn main() -> ExitCode {
         today: args.today,
         controller,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tiernet-agent: cannot start the runtime: {e}");

@@ -8,7 +8,11 @@ use tiernet::compile::ranges::Family;
 use tiernet::topology::load::{load, Loaded};
 
 #[derive(Parser)]
-#[command(name = "tiernet", version, about = "Network segmentation by security tier: validate, compile and inspect topologies")]
+#[command(
+    name = "tiernet",
+    version,
+    about = "Network segmentation by security tier: validate, compile and inspect topologies"
+)]
 struct Cli {
     /// The day that decides which flows have expired (default: today).
     #[arg(long, global = true, value_name = "YYYY-MM-DD")]
@@ -70,7 +74,8 @@ enum Command {
 }
 
 fn today(cli: &Cli) -> NaiveDate {
-    cli.today.unwrap_or_else(|| chrono::Local::now().date_naive())
+    cli.today
+        .unwrap_or_else(|| chrono::Local::now().date_naive())
 }
 
 fn load_or_exit(file: &std::path::Path, today: NaiveDate) -> Result<Loaded, ExitCode> {
@@ -98,13 +103,20 @@ fn run(cli: &Cli, today: NaiveDate) -> Result<ExitCode, ExitCode> {
         Command::Validate { file, output } => {
             let loaded = load_or_exit(file, today)?;
             if *output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&loaded.diagnostics).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&loaded.diagnostics).unwrap_or_default()
+                );
             } else {
                 eprint!("{}", loaded.report());
             }
             if loaded.has_errors() {
                 let n = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
-                eprintln!("{}: invalid ({n} error{})", file.display(), if n == 1 { "" } else { "s" });
+                eprintln!(
+                    "{}: invalid ({n} error{})",
+                    file.display(),
+                    if n == 1 { "" } else { "s" }
+                );
                 return Err(ExitCode::from(1));
             }
             if *output == Output::Text {
@@ -112,20 +124,43 @@ fn run(cli: &Cli, today: NaiveDate) -> Result<ExitCode, ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Render { file, gateway, format } => {
+        Command::Render {
+            file,
+            gateway,
+            format,
+        } => {
             let compiled = compiled(file, today)?;
             let Some(state) = compiled.gateway(gateway) else {
-                let names: Vec<&str> = compiled.gateways.iter().map(|g| g.gateway.as_str()).collect();
-                eprintln!("tiernet: no gateway '{gateway}' in {} (gateways: {})", file.display(), names.join(", "));
+                let names: Vec<&str> = compiled
+                    .gateways
+                    .iter()
+                    .map(|g| g.gateway.as_str())
+                    .collect();
+                eprintln!(
+                    "tiernet: no gateway '{gateway}' in {} (gateways: {})",
+                    file.display(),
+                    names.join(", ")
+                );
                 return Err(ExitCode::from(2));
             };
             match format {
-                RenderFormat::Nft => print!("{}", tiernet::nftables::text::render_replace(&state.table)),
-                RenderFormat::Json => println!("{}", serde_json::to_string_pretty(state).unwrap_or_default()),
+                RenderFormat::Nft => {
+                    print!("{}", tiernet::nftables::text::render_replace(&state.table))
+                }
+                RenderFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(state).unwrap_or_default()
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reach { file, from, to, port, output } => {
+        Command::Reach {
+            file,
+            from,
+            to,
+            port,
+            output,
+        } => {
             let loaded = load_or_exit(file, today)?;
             let compiled = loaded.compile(today).map_err(|report| {
                 eprint!("{report}");
@@ -137,21 +172,38 @@ fn run(cli: &Cli, today: NaiveDate) -> Result<ExitCode, ExitCode> {
                 ExitCode::from(2)
             };
             let dst = tiernet::reach::address_of(topo, to, None).map_err(usage)?;
-            let src = tiernet::reach::address_of(topo, from, Some(Family::of(&dst))).map_err(usage)?;
+            let src =
+                tiernet::reach::address_of(topo, from, Some(Family::of(&dst))).map_err(usage)?;
             let traffic = match port {
                 Some(p) => vec![tiernet::reach::parse_traffic(p).map_err(usage)?],
                 None => default_traffic(topo, to),
             };
-            let answers: Vec<_> = traffic.iter().map(|t| tiernet::reach::reach(&compiled, src, dst, *t)).collect();
+            let answers: Vec<_> = traffic
+                .iter()
+                .map(|t| tiernet::reach::reach(&compiled, src, dst, *t))
+                .collect();
             if *output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&answers).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&answers).unwrap_or_default()
+                );
             } else {
                 for a in &answers {
                     let verdict = if a.allowed { "allow" } else { "deny" };
-                    println!("{verdict} {from} ({}) -> {to} ({}) {}: {}", a.src, a.dst, a.traffic, a.reason);
+                    println!(
+                        "{verdict} {from} ({}) -> {to} ({}) {}: {}",
+                        a.src, a.dst, a.traffic, a.reason
+                    );
                     for h in &a.hops {
                         let v = if h.accepted { "accept" } else { "drop" };
-                        println!("  {} {} -> {}: {v} in chain {} ({})", h.gateway, h.iif, h.oif, h.chain, h.rule.as_deref().unwrap_or("policy"));
+                        println!(
+                            "  {} {} -> {}: {v} in chain {} ({})",
+                            h.gateway,
+                            h.iif,
+                            h.oif,
+                            h.chain,
+                            h.rule.as_deref().unwrap_or("policy")
+                        );
                     }
                 }
             }
@@ -176,7 +228,10 @@ fn run(cli: &Cli, today: NaiveDate) -> Result<ExitCode, ExitCode> {
     }
 }
 
-fn compiled(file: &std::path::Path, today: NaiveDate) -> Result<tiernet::compile::Compiled, ExitCode> {
+fn compiled(
+    file: &std::path::Path,
+    today: NaiveDate,
+) -> Result<tiernet::compile::Compiled, ExitCode> {
     let loaded = load_or_exit(file, today)?;
     loaded.compile(today).map_err(|report| {
         eprint!("{report}");
@@ -185,7 +240,10 @@ fn compiled(file: &std::path::Path, today: NaiveDate) -> Result<tiernet::compile
 }
 
 /// Without `--port`: every port of a service destination, else tcp/443.
-fn default_traffic(topo: &tiernet::topology::Topology, to: &str) -> Vec<tiernet::topology::PortSpec> {
+fn default_traffic(
+    topo: &tiernet::topology::Topology,
+    to: &str,
+) -> Vec<tiernet::topology::PortSpec> {
     let index = tiernet::topology::Index::new(topo);
     match index.endpoint(to) {
         Ok(tiernet::topology::Endpoint::Service(v)) => topo.services[v]
@@ -193,6 +251,10 @@ fn default_traffic(topo: &tiernet::topology::Topology, to: &str) -> Vec<tiernet:
             .iter()
             .map(|p| tiernet::topology::PortSpec { hi: p.v.lo, ..p.v })
             .collect(),
-        _ => vec![tiernet::topology::PortSpec { proto: tiernet::topology::Proto::Tcp, lo: 443, hi: 443 }],
+        _ => vec![tiernet::topology::PortSpec {
+            proto: tiernet::topology::Proto::Tcp,
+            lo: 443,
+            hi: 443,
+        }],
     }
 }

@@ -219,7 +219,10 @@ fn an_unowned_table_is_taken_back_even_when_equal() {
     let d = gw_core();
     let mut o = converged(&d);
     o.nft.unowned = true;
-    assert_eq!(actions(&d, &o), vec!["replace nftables table inet tiernet".to_string()]);
+    assert_eq!(
+        actions(&d, &o),
+        vec!["replace nftables table inet tiernet".to_string()]
+    );
 }
 
 #[test]

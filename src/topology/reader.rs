@@ -626,7 +626,6 @@ impl Reader {
     }
 }
 
-
 fn parse_word(s: &str) -> Result<String, String> {
     if !s.is_empty()
         && s.chars()

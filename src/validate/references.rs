@@ -126,4 +126,3 @@ fn same_policy_as(ix: &Index, tier: usize, out: &mut Vec<Diagnostic>) {
         cur = n;
     }
 }
-
