@@ -110,70 +110,75 @@ fn spoof_elements(
     elements
 }
 
-/// Splits every range at the bounds of every other, so any two resulting ranges are
-/// equal or disjoint.
+/// The elementary intervals between the bounds of a set of ranges (of one family): every
+/// range is a run of consecutive atoms, so the pieces of any two ranges are equal or
+/// disjoint. Consecutive atoms are adjacent in address space (gaps are atoms too).
 struct Atoms {
     bounds: Vec<u128>,
 }
 
 impl Atoms {
     fn new<'a>(ranges: impl Iterator<Item = &'a AddrRange>) -> Self {
-        let mut bounds: Vec<u128> = Vec::new();
+        let mut atoms = Atoms { bounds: Vec::new() };
+        atoms.refill(ranges);
+        atoms
+    }
+
+    /// The atoms of other ranges, reusing the allocation.
+    fn refill<'a>(&mut self, ranges: impl Iterator<Item = &'a AddrRange>) {
+        self.bounds.clear();
         for r in ranges {
-            bounds.push(r.lo);
+            self.bounds.push(r.lo);
             if let Some(next) = r.hi.checked_add(1) {
-                bounds.push(next);
+                self.bounds.push(next);
             }
         }
-        bounds.sort_unstable();
-        bounds.dedup();
-        Atoms { bounds }
+        self.bounds.sort_unstable();
+        self.bounds.dedup();
     }
 
-    fn split(&self, r: &AddrRange) -> Vec<AddrRange> {
-        let start = self.bounds.partition_point(|b| *b < r.lo);
-        let mut out = Vec::new();
-        let mut lo = r.lo;
-        for &b in &self.bounds[start..] {
-            if b <= lo {
-                continue;
+    /// The atoms that make up `r`, or the one "atom" of the internet side (None).
+    fn of(&self, r: &Option<AddrRange>) -> impl Iterator<Item = Option<u32>> {
+        let (atoms, internet) = match r {
+            None => (0..0, true),
+            Some(r) => {
+                let first = self.bounds.partition_point(|b| *b < r.lo);
+                let end = match r.hi.checked_add(1) {
+                    Some(next) => self.bounds.partition_point(|b| *b < next),
+                    None => self.bounds.len(),
+                };
+                (first as u32..end as u32, false)
             }
-            if b > r.hi {
-                break;
-            }
-            out.push(AddrRange {
-                family: r.family,
-                lo,
-                hi: b - 1,
-            });
-            lo = b;
-        }
-        out.push(AddrRange {
-            family: r.family,
-            lo,
-            hi: r.hi,
-        });
-        out
+        };
+        atoms.map(Some).chain(internet.then_some(None))
+    }
+
+    /// Atoms `first..=last` as an address range.
+    fn range(&self, (first, last): (u32, u32)) -> (u128, u128) {
+        let hi = self
+            .bounds
+            .get(last as usize + 1)
+            .map_or(u128::MAX, |b| b - 1);
+        (self.bounds[first as usize], hi)
     }
 }
 
-fn split_side(atoms: &Atoms, r: &Option<AddrRange>) -> Vec<Option<AddrRange>> {
-    match r {
-        None => vec![None],
-        Some(r) => atoms.split(r).into_iter().map(Some).collect(),
-    }
-}
-
-/// One disjoint map element before rendering.
+/// A map element before rendering: source and destination sides (None: the internet),
+/// a port range (tcp/udp maps) and the flow chain it jumps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Cell {
-    src: Option<(u128, u128)>,
-    dst: Option<(u128, u128)>,
+struct Piece<S, D> {
+    src: Option<S>,
+    dst: Option<D>,
     proto: u8,
     lo: u16,
     hi: u16,
     chain: usize,
 }
+
+/// An address run `first..=last` of atoms.
+type Run = (u32, u32);
+/// One disjoint map element, with address ranges on both sides.
+type Cell = Piece<(u128, u128), (u128, u128)>;
 
 /// Port ranges of one protocol, made disjoint; where flows overlap, the piece goes to
 /// the first chain in `rank` order (audited chains first, so overlaps are still logged).
@@ -204,30 +209,27 @@ fn disjoint_ports(
     out
 }
 
-/// Merges cells that differ only in one address side and sit next to each other there.
-fn merge_adjacent(mut cells: Vec<Cell>, on_src: bool) -> Vec<Cell> {
-    let side = |c: &Cell| if on_src { c.src } else { c.dst };
-    let rest = |c: &Cell| {
-        (
-            if on_src { c.dst } else { c.src },
-            c.proto,
-            c.lo,
-            c.hi,
-            c.chain,
-        )
-    };
-    cells.sort_by_key(|c| (rest(c), side(c)));
-    let mut out: Vec<Cell> = Vec::with_capacity(cells.len());
-    for c in cells {
+/// An optional atom as one integer that orders as the Option does (None first).
+fn atom_key(atom: Option<u32>) -> u64 {
+    atom.map_or(0, |k| (1 << 32) | u64::from(k))
+}
+
+/// Merges items whose run (per `run`) sits right after another's with the same `rest`:
+/// the maximal runs of each `rest`, whatever order the items came in.
+fn merge_runs<T: Copy, K: Ord>(
+    mut items: Vec<T>,
+    rest: impl Fn(&T) -> K,
+    run: impl Fn(&T) -> Option<Run>,
+    set: impl Fn(&mut T, Run),
+) -> Vec<T> {
+    items.sort_unstable_by(|a, b| rest(a).cmp(&rest(b)).then_with(|| run(a).cmp(&run(b))));
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for c in items {
         if let Some(last) = out.last_mut() {
-            if let (Some((_, lhi)), Some((clo, chi))) = (side(last), side(&c)) {
-                if rest(last) == rest(&c) && lhi.checked_add(1) == Some(clo) {
-                    let merged = side(last).map(|(llo, _)| (llo, chi));
-                    if on_src {
-                        last.src = merged;
-                    } else {
-                        last.dst = merged;
-                    }
+            if let (Some((first, end)), Some((next, hi))) = (run(last), run(&c)) {
+                // Consecutive atoms are adjacent addresses.
+                if end + 1 == next && rest(last) == rest(&c) {
+                    set(last, (first, hi));
                     continue;
                 }
             }
@@ -253,61 +255,137 @@ fn grant_class(g: &Grant) -> Class {
 
 /// The disjoint elements of every verdict map of gateway `g`.
 fn dispatch_cells(flows: &Expanded, g: usize) -> BTreeMap<Class, Vec<Cell>> {
-    let here: Vec<&Grant> = flows
-        .grants
-        .iter()
-        .filter(|gr| gr.gateways.contains(&g))
-        .collect();
-    let atoms = Atoms::new(
-        here.iter()
-            .flat_map(|gr| gr.src.iter().chain(gr.dst.iter())),
-    );
+    let mut by_class: BTreeMap<Class, Vec<&Grant>> = BTreeMap::new();
+    for gr in flows.grants.iter().filter(|gr| gr.gateways.contains(&g)) {
+        by_class.entry(grant_class(gr)).or_default().push(gr);
+    }
     let rank = |c: usize| (!flows.chains[c].audited, flows.chains[c].flow);
-    // (class, src atom, dst atom) → what each chain lets through there.
-    type Slot = (Class, Option<(u128, u128)>, Option<(u128, u128)>);
-    let mut slots: BTreeMap<Slot, Vec<(Traffic, usize)>> = BTreeMap::new();
-    for gr in &here {
-        let class = grant_class(gr);
-        for s in split_side(&atoms, &gr.src) {
-            for d in split_side(&atoms, &gr.dst) {
-                let key = (class, s.map(|r| (r.lo, r.hi)), d.map(|r| (r.lo, r.hi)));
-                slots.entry(key).or_default().push((gr.traffic, gr.chain));
-            }
-        }
+    by_class
+        .into_iter()
+        .map(|(class, grants)| (class, map_cells(&grants, class.2, &rank)))
+        .collect()
+}
+
+/// The cells of one map: disjoint, each point going to the first chain in `rank` order
+/// of the grants that cover it, and merged into maximal runs, first along the source
+/// side, then along the destination side.
+///
+/// Destinations are split into atoms at the bounds of this map's destination ranges;
+/// then, per destination atom, sources are split only at the bounds of the grants that
+/// reach that atom. Splitting more finely would give the same maximal runs, only slower.
+fn map_cells(grants: &[&Grant], kind: Kind, rank: &dyn Fn(usize) -> (bool, usize)) -> Vec<Cell> {
+    let dst_atoms = Atoms::new(grants.iter().filter_map(|gr| gr.dst.as_ref()));
+    // Every grant under each destination atom it covers, in grant order.
+    let mut by_dst: Vec<(Option<u32>, u32)> = Vec::new();
+    for (i, gr) in grants.iter().enumerate() {
+        by_dst.extend(dst_atoms.of(&gr.dst).map(|d| (d, i as u32)));
     }
-    let mut cells: BTreeMap<Class, Vec<Cell>> = BTreeMap::new();
-    for ((class, src, dst), grants) in slots {
-        let cell = |proto: u8, lo: u16, hi: u16, chain: usize| Cell {
-            src,
-            dst,
-            proto,
-            lo,
-            hi,
-            chain,
-        };
-        let out = cells.entry(class).or_default();
-        if class.2 == Kind::Ports {
-            let mut by_proto: BTreeMap<u8, Vec<(u16, u16, usize)>> = BTreeMap::new();
-            for (t, chain) in grants {
-                if let Traffic::Ports { proto, lo, hi } = t {
-                    by_proto.entry(proto).or_default().push((lo, hi, chain));
+    by_dst.sort_unstable_by_key(|&(d, i)| (u128::from(atom_key(d)) << 32) | u128::from(i));
+    let mut merged_src: Vec<Piece<(u128, u128), Run>> = Vec::new();
+    // Buffers reused across columns: most columns hold a handful of grants.
+    let mut src_atoms = Atoms::new(std::iter::empty());
+    let mut slots: Vec<(Option<u32>, Traffic, usize)> = Vec::new();
+    let mut cells: Vec<Piece<Run, Run>> = Vec::new();
+    for column in by_dst.chunk_by(|a, b| a.0 == b.0) {
+        let dst = column[0].0.map(|k| (k, k));
+        let grant = |&(_, i): &(Option<u32>, u32)| grants[i as usize];
+        if let [only] = column {
+            // One grant: its source range is one run, its traffic one cell.
+            let gr = grant(only);
+            let (proto, lo, hi) = match gr.traffic {
+                Traffic::Ports { proto, lo, hi } => (proto, lo, hi),
+                _ => (0, 0, 0),
+            };
+            let src = gr.src.map(|r| (r.lo, r.hi));
+            merged_src.push(Piece {
+                src,
+                dst,
+                proto,
+                lo,
+                hi,
+                chain: gr.chain,
+            });
+            continue;
+        }
+        src_atoms.refill(column.iter().filter_map(|c| grant(c).src.as_ref()));
+        slots.clear();
+        for c in column {
+            let gr = grant(c);
+            slots.extend(src_atoms.of(&gr.src).map(|s| (s, gr.traffic, gr.chain)));
+        }
+        // Stable, so each slot lists its grants in grant order.
+        slots.sort_by_key(|p| atom_key(p.0));
+        cells.clear();
+        for slot in slots.chunk_by(|a, b| a.0 == b.0) {
+            let src = slot[0].0.map(|k| (k, k));
+            let mut cell = |proto: u8, lo: u16, hi: u16, chain: usize| {
+                cells.push(Piece {
+                    src,
+                    dst,
+                    proto,
+                    lo,
+                    hi,
+                    chain,
+                });
+            };
+            match (kind, slot) {
+                (Kind::Ports, [(_, Traffic::Ports { proto, lo, hi }, chain)]) => {
+                    cell(*proto, *lo, *hi, *chain)
+                }
+                (Kind::Ports, _) => {
+                    let mut by_proto: BTreeMap<u8, Vec<(u16, u16, usize)>> = BTreeMap::new();
+                    for &(_, t, chain) in slot {
+                        if let Traffic::Ports { proto, lo, hi } = t {
+                            by_proto.entry(proto).or_default().push((lo, hi, chain));
+                        }
+                    }
+                    for (proto, ranges) in by_proto {
+                        for (lo, hi, chain) in disjoint_ports(ranges, rank) {
+                            cell(proto, lo, hi, chain);
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(&(_, _, chain)) = slot.iter().min_by_key(|p| rank(p.2)) {
+                        cell(0, 0, 0, chain);
+                    }
                 }
             }
-            for (proto, ranges) in by_proto {
-                for (lo, hi, chain) in disjoint_ports(ranges, &rank) {
-                    out.push(cell(proto, lo, hi, chain));
-                }
-            }
-        } else if let Some(&(_, chain)) = grants.iter().min_by_key(|(_, c)| rank(*c)) {
-            out.push(cell(0, 0, 0, chain));
         }
+        let runs = merge_runs(
+            std::mem::take(&mut cells),
+            |c| (c.proto, c.lo, c.hi, c.chain),
+            |c| c.src,
+            |c, r| c.src = Some(r),
+        );
+        merged_src.extend(runs.into_iter().map(|c| Piece {
+            src: c.src.map(|run| src_atoms.range(run)),
+            dst: c.dst,
+            proto: c.proto,
+            lo: c.lo,
+            hi: c.hi,
+            chain: c.chain,
+        }));
     }
-    for list in cells.values_mut() {
-        let merged = merge_adjacent(std::mem::take(list), true);
-        *list = merge_adjacent(merged, false);
-        list.sort();
-    }
-    cells
+    let merged = merge_runs(
+        merged_src,
+        |c| (c.src, c.proto, c.lo, c.hi, c.chain),
+        |c| c.dst,
+        |c, r| c.dst = Some(r),
+    );
+    let mut out: Vec<Cell> = merged
+        .into_iter()
+        .map(|c| Piece {
+            src: c.src,
+            dst: c.dst.map(|run| dst_atoms.range(run)),
+            proto: c.proto,
+            lo: c.lo,
+            hi: c.hi,
+            chain: c.chain,
+        })
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 fn cell_element(class: Class, c: &Cell, chains: &[String]) -> Element {

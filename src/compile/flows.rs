@@ -135,17 +135,20 @@ pub fn expired(expires: Option<NaiveDate>, today: NaiveDate) -> bool {
 pub fn expand(index: &Index, net: &Network, today: NaiveDate) -> Expanded {
     let topo = index.topo;
     let mut out = Expanded::default();
+    let mut paths = Paths::new(net, topo.gateways.len());
     for (fi, flow) in topo.flows.iter().enumerate() {
         if expired(flow.expires.as_ref().map(|e| e.v), today) {
             continue;
         }
+        // This flow's chains are the ones pushed since here: searching only those keeps
+        // expansion linear in the number of flows.
+        let first_chain = out.chains.len();
         let chain_of = |audited: bool, out: &mut Expanded| -> usize {
-            if let Some(i) = out
-                .chains
+            if let Some(i) = out.chains[first_chain..]
                 .iter()
-                .position(|c| c.flow == fi && c.audited == audited)
+                .position(|c| c.audited == audited)
             {
-                return i;
+                return first_chain + i;
             }
             out.chains.push(FlowChain {
                 flow: fi,
@@ -176,7 +179,7 @@ pub fn expand(index: &Index, net: &Network, today: NaiveDate) -> Expanded {
             };
             let chain = chain_of(dst.transfer, &mut out);
             for src in &sources {
-                let Some(gateways) = crossing(index, net, src.segment, dst.segment) else {
+                let Some(gateways) = crossing(index, &mut paths, src.segment, dst.segment) else {
                     continue;
                 };
                 for family in [Family::V4, Family::V6] {
@@ -220,25 +223,58 @@ pub fn expand(index: &Index, net: &Network, today: NaiveDate) -> Expanded {
     out
 }
 
+/// Paths between gateways, each computed once per expansion: every pair of flow pieces
+/// asks for one, and there are far more pairs than gateways.
+struct Paths<'n, 'i, 't> {
+    net: &'n Network<'i, 't>,
+    /// [from][to]: None until asked.
+    memo: Vec<Vec<Option<Option<Vec<usize>>>>>,
+    uplink: Vec<Option<Option<usize>>>,
+}
+
+impl<'n, 'i, 't> Paths<'n, 'i, 't> {
+    fn new(net: &'n Network<'i, 't>, gateways: usize) -> Self {
+        Paths {
+            net,
+            memo: vec![vec![None; gateways]; gateways],
+            uplink: vec![None; gateways],
+        }
+    }
+
+    fn path(&mut self, a: usize, b: usize) -> Option<Vec<usize>> {
+        let net = self.net;
+        self.memo[a][b]
+            .get_or_insert_with(|| net.path(a, b))
+            .clone()
+    }
+
+    fn nearest_uplink(&mut self, g: usize) -> Option<usize> {
+        let net = self.net;
+        *self.uplink[g].get_or_insert_with(|| net.nearest_uplink(g))
+    }
+}
+
 /// The gateways between two segments (None = internet). Traffic inside one segment, or
 /// between two points of the internet, crosses no gateway.
 fn crossing(
     index: &Index,
-    net: &Network,
+    paths: &mut Paths,
     src: Option<usize>,
     dst: Option<usize>,
 ) -> Option<Vec<usize>> {
     let gw = |s: usize| index.segment_gateway(s);
     match (src, dst) {
         (Some(a), Some(b)) if a == b => None,
-        (Some(a), Some(b)) => net.path(gw(a)?, gw(b)?),
+        (Some(a), Some(b)) => paths.path(gw(a)?, gw(b)?),
         (None, Some(b)) => {
             let to = gw(b)?;
-            net.path(net.nearest_uplink(to)?, to)
+            let up = paths.nearest_uplink(to)?;
+            paths.path(up, to)
         }
         (Some(a), None) => {
             let from = gw(a)?;
-            net.path(from, net.nearest_uplink(from)?)
+            let up = paths.nearest_uplink(from)?;
+            paths.path(from, up)
         }
         (None, None) => None,
     }
