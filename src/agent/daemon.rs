@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+/// How soon a failed revert is tried again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Revert drift as soon as it is seen.
@@ -65,6 +68,9 @@ struct Agent {
     rec: Reconciler,
     flaps: FlapGuard,
     notices: Vec<String>,
+    /// When a revert failed (e.g. a link was being recreated under us), check again then
+    /// rather than waiting for the next event or the periodic check.
+    retry_at: Option<tokio::time::Instant>,
     compiled_on: Option<NaiveDate>,
     /// The controller revision being enforced, if a controller sent it.
     revision: Option<u64>,
@@ -180,7 +186,10 @@ impl Agent {
         } else {
             match self.rec.execute(plan.clone(), true, since).await {
                 Ok(_) => "reverted".into(),
-                Err(e) => format!("failed: {e:#}"),
+                Err(e) => {
+                    self.retry_at = Some(tokio::time::Instant::now() + RETRY_AFTER_FAILURE);
+                    format!("failed: {e:#}")
+                }
             }
         };
         let event = DriftEvent {
@@ -232,6 +241,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             Duration::from_secs(30),
         ),
         notices: Vec::new(),
+        retry_at: None,
         compiled_on: None,
         revision,
         link: None,
@@ -301,7 +311,14 @@ async fn watch(
     tick.tick().await;
     tracing::info!(gateway = %agent.cfg.gateway, mode = ?agent.cfg.mode, "watching for drift");
     loop {
+        let retry_at = agent.retry_at;
         tokio::select! {
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
+                agent.retry_at = None;
+                if let Err(e) = agent.check(vec!["retry after a failed revert".into()], Instant::now()).await {
+                    tracing::error!(error = %format!("{e:#}"), "drift check failed");
+                }
+            }
             Some(first) = rx.recv() => {
                 // Debounce: a burst (a flush, a deleted link taking its routes) is one check.
                 tokio::time::sleep(Duration::from_millis(2)).await;
