@@ -581,3 +581,27 @@ fn a_ring_of_transit_links_carries_every_declared_flow() {
         }
     }
 }
+
+#[test]
+#[ignore = "known bug: with two uplinks, reach lets internet traffic enter at the first uplink, not at the one the compiler enforces the flow on"]
+fn internet_traffic_enters_at_the_uplink_nearest_its_destination() {
+    let yaml = "version: 1\nname: two-uplinks\ntiers:\n  - {name: buffer, level: 1, internet: inbound}\n\
+        gateways:\n  - {name: gw-a, trunk: eth1, uplink: {interface: eth0, address: 198.51.100.2/30, next_hop: 198.51.100.1}}\n\
+        \x20 - {name: gw-b, trunk: eth1, uplink: {interface: eth0, address: 192.0.2.2/30, next_hop: 192.0.2.1}}\n\
+        transit:\n  - {name: ab, vlan: 900, subnet: 10.255.0.0/30, gateways: [gw-a, gw-b]}\n\
+        segments:\n  - {name: dmz-b, tier: buffer, vlan: 110, subnet: 10.1.10.0/24, gateway: gw-b}\n\
+        services:\n  - {name: web, segment: dmz-b, address: 10.1.10.10, ports: [tcp/443], exposed: true}\n\
+        flows:\n  - {name: web-in, from: internet, to: web}\n";
+    let (topo, diags) = tiernet::topology::parse(yaml);
+    let topo = topo.unwrap_or_else(|| panic!("{diags:?}"));
+    let c = compiled(&topo, BEFORE_EXPIRY);
+    // The compiler puts `web-in` on gw-b only (the uplink nearest dmz-b); reach sends the
+    // packet in through gw-a's uplink, where nothing allows it.
+    let answer = reach(
+        &c,
+        ip("203.0.113.10"),
+        ip("10.1.10.10"),
+        parse_traffic("tcp/443").unwrap(),
+    );
+    assert!(answer.allowed, "{}", answer.reason);
+}
