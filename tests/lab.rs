@@ -405,12 +405,26 @@ fn demo_reverts_drift_and_leaves_nothing_behind() {
     let _lab = Lab { name: name.clone() };
     let out = tiernet(&["lab", "demo", REFERENCE, "--name", &name]);
     let text = ok(&out, "lab demo");
+    // Three drifts with the controller up, one with it killed.
     assert_eq!(
         text.matches("reverted by the agent after").count(),
-        3,
+        4,
         "{text}"
     );
-    assert_eq!(text.matches(", 0 mismatches").count(), 2, "{text}");
+    // Every probe: two before the revisions, then after revisions 2, 3 (failed), the
+    // rollback, and with the controller killed.
+    assert_eq!(text.matches(", 0 mismatches").count(), 6, "{text}");
+    assert!(!text.contains("FAILED"), "{text}");
+    for step in [
+        "ok: the probe table changed as declared",
+        "ok: every gateway is back on revision 2",
+        "ok: the probe table is revision 1's again",
+        "ok: drift reverted without a controller",
+        "ok: every gateway IN_SYNC",
+        "ok: no new revision (nothing re-applied)",
+    ] {
+        assert!(text.contains(step), "missing '{step}':\n{text}");
+    }
     assert!(text.contains(&format!("lab {name} is down")), "{text}");
     let left = ok(&run("ip", &["netns", "list"]), "ip netns list");
     assert!(
@@ -418,4 +432,121 @@ fn demo_reverts_drift_and_leaves_nothing_behind() {
         "namespaces left: {left}"
     );
     assert!(!Path::new("/run/tiernet-lab").join(&name).exists());
+}
+
+/// Rule comments in a namespace's ruleset, read with `nft -j` (an independent witness).
+fn rule_comments(ns: &str) -> BTreeSet<String> {
+    let out = ok(
+        &run("ip", &["netns", "exec", ns, "nft", "-j", "list", "ruleset"]),
+        "nft list ruleset",
+    );
+    let v: Value = serde_json::from_str(&out).expect("nft json");
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["rule"]["comment"].as_str().map(String::from))
+        .collect()
+}
+
+fn probe_cells(name: &str) -> Vec<Value> {
+    let out = tiernet(&["lab", "probe", "--name", name, "--json"]);
+    let cells: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "probe --json: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let mismatches: Vec<&Value> = cells.iter().filter(|c| c["mismatch"] == true).collect();
+    assert!(mismatches.is_empty(), "mismatches: {mismatches:#?}");
+    cells
+}
+
+fn lab_status(name: &str) -> Value {
+    let out = ok(
+        &tiernet(&[
+            "lab", "ctl", "--name", name, "--", "status", "--output", "json",
+        ]),
+        "lab ctl status",
+    );
+    serde_json::from_str(&out).expect("status json")
+}
+
+#[test]
+fn lab_controller_rolls_revisions_out_and_back() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    if let Err(why) = agent_works() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::up("lr", &[]);
+    let name = lab.name.as_str();
+    let core = format!("{name}-gw-core");
+    let status = lab_status(name);
+    assert_eq!(status["current_revision"], 1, "{status}");
+    for g in status["gateways"].as_array().expect("gateways") {
+        assert_eq!(g["state"], "IN_SYNC", "{status}");
+    }
+    assert!(rule_comments(&core).contains("thin-client"));
+    let thin = |cells: &[Value]| {
+        cell(cells, "office-lan client", "vdi-gateway", "tcp/3389")["observed"] == true
+    };
+    assert!(thin(&probe_cells(name)));
+
+    // Revision 2 without the thin-client flow: gone from gw-core's kernel table and from
+    // the wire.
+    let flow = "  - name: thin-client\n    from: office-lan\n    to: vdi-gateway\n";
+    let reference = std::fs::read_to_string(REFERENCE).expect("reference");
+    assert!(reference.contains(flow));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let changed = dir.path().join("changed.yaml");
+    std::fs::write(&changed, reference.replace(flow, "")).expect("write");
+    let changed_s = changed.to_string_lossy();
+    ok(
+        &tiernet(&["lab", "apply", &changed_s, "--name", name]),
+        "lab apply",
+    );
+    assert!(!rule_comments(&core).contains("thin-client"));
+    assert!(!thin(&probe_cells(name)));
+    assert_eq!(lab_status(name)["current_revision"], 2);
+
+    // Back to revision 1.
+    ok(
+        &tiernet(&["lab", "ctl", "--name", name, "--", "rollback", "1"]),
+        "rollback",
+    );
+    assert!(rule_comments(&core).contains("thin-client"));
+    assert!(thin(&probe_cells(name)));
+
+    // A topology that needs hosts the lab was not built with is refused before the
+    // controller sees it.
+    let bigger = dir.path().join("bigger.yaml");
+    let anchor = "    gateway: gw-his\n\nservices:";
+    assert!(reference.contains(anchor));
+    std::fs::write(
+        &bigger,
+        reference.replace(
+            anchor,
+            "    gateway: gw-his\n  - name: his-lab\n    tier: hospital\n    vlan: 420\n    subnet: 10.4.20.0/24\n    gateway: gw-his\n\nservices:",
+        ),
+    )
+    .expect("write");
+    let out = tiernet(&["lab", "apply", &bigger.to_string_lossy(), "--name", name]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("needs namespace {name}-c-his-lab")),
+        "{err}"
+    );
+    let history = ok(
+        &tiernet(&[
+            "lab", "ctl", "--name", name, "--", "history", "--output", "json",
+        ]),
+        "history",
+    );
+    let history: Value = serde_json::from_str(&history).expect("history json");
+    assert_eq!(history["revisions"].as_array().map(Vec::len), Some(3));
 }

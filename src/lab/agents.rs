@@ -20,15 +20,15 @@ pub struct AgentBinary {
     takes_today: bool,
 }
 
-/// `tiernet-agent` next to the running executable (TIERNET_AGENT overrides it), checked
-/// to take the lab's command line.
-pub fn find() -> Result<AgentBinary> {
-    let path = match std::env::var_os("TIERNET_AGENT") {
+/// A tiernet binary next to the running executable (`env` overrides its path), checked
+/// to take `flags` so a stale build fails with a clear message.
+pub fn sibling(name: &str, env: &str, flags: &[&str]) -> Result<(PathBuf, String)> {
+    let path = match std::env::var_os(env) {
         Some(p) => PathBuf::from(p),
         None => {
             let exe = std::env::current_exe().context("finding the running executable")?;
             exe.parent()
-                .map(|d| d.join("tiernet-agent"))
+                .map(|d| d.join(name))
                 .ok_or_else(|| anyhow!("{} has no directory", exe.display()))?
         }
     };
@@ -37,26 +37,51 @@ pub fn find() -> Result<AgentBinary> {
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("running {} --help", path.display()))?;
-    let help = String::from_utf8_lossy(&out.stdout);
-    let missing: Vec<&str> = ["--gateway", "--topology", "--state-dir"]
-        .into_iter()
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let missing: Vec<&str> = flags
+        .iter()
+        .copied()
         .filter(|f| !help.contains(f))
         .collect();
     if !out.status.success() || !missing.is_empty() {
         bail!(
-            "{} does not take {} (is the agent built?)",
+            "{} does not take {} (is it built?)",
             path.display(),
             missing.join(", ")
         );
     }
+    Ok((path, help))
+}
+
+/// `tiernet-agent` next to the running executable (TIERNET_AGENT overrides it).
+pub fn find() -> Result<AgentBinary> {
+    let (path, help) = sibling(
+        "tiernet-agent",
+        "TIERNET_AGENT",
+        &["--gateway", "--topology", "--controller", "--state-dir"],
+    )?;
     Ok(AgentBinary {
         takes_today: help.contains("--today"),
         path,
     })
 }
 
+/// Where an agent takes its desired state from.
+pub enum Source<'a> {
+    /// Compiles its own part of the lab's topology file.
+    Standalone,
+    /// From the lab's controller, over mutual TLS with its own certificate.
+    Controller { url: &'a str },
+}
+
 /// Starts every gateway's agent in its namespace, with stdout and stderr in the lab's logs.
-pub fn start(dir: &LabDir, plan: &LabPlan, bin: &AgentBinary, today: NaiveDate) -> Result<()> {
+pub fn start(
+    dir: &LabDir,
+    plan: &LabPlan,
+    bin: &AgentBinary,
+    source: &Source,
+    today: NaiveDate,
+) -> Result<()> {
     for gw in &plan.gateways {
         let state = dir.agent_state(&gw.gateway);
         std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
@@ -67,11 +92,25 @@ pub fn start(dir: &LabDir, plan: &LabPlan, bin: &AgentBinary, today: NaiveDate) 
         let mut cmd = Command::new(&bin.path);
         cmd.arg("--gateway")
             .arg(&gw.gateway)
-            .arg("--topology")
-            .arg(dir.topology())
             .arg("--state-dir")
             .arg(&state)
             .args(["--mode", "enforce"]);
+        match source {
+            Source::Standalone => {
+                cmd.arg("--topology").arg(dir.topology());
+            }
+            Source::Controller { url } => {
+                let pki = dir.pki();
+                cmd.arg("--controller")
+                    .arg(url)
+                    .arg("--ca")
+                    .arg(pki.join("ca.pem"))
+                    .arg("--cert")
+                    .arg(pki.join(format!("{}.pem", gw.gateway)))
+                    .arg("--key")
+                    .arg(pki.join(format!("{}.key", gw.gateway)));
+            }
+        }
         if bin.takes_today {
             cmd.arg("--today").arg(today.to_string());
         }
@@ -122,7 +161,7 @@ fn alive(pid: i32) -> bool {
 
 /// Whether the agent of `gateway` is running, by its pid file.
 pub fn running(dir: &LabDir, gateway: &str) -> bool {
-    read_pid(&dir.agent_pid(gateway)).is_some_and(alive)
+    pid_running(&dir.agent_pid(gateway))
 }
 
 /// Waits until every agent has written `ready`; on a dead agent or the timeout, fails
@@ -167,39 +206,52 @@ pub fn wait_ready(dir: &LabDir, plan: &LabPlan, timeout: Duration) -> Result<Dur
     Ok(start.elapsed())
 }
 
-/// Stops every agent with a pid file in `dir`: SIGTERM, then SIGKILL after 3 s. A pid is
-/// signalled only while its command line still names this lab's state directory, so a
-/// reused pid is never hit.
+/// Stops the process in `pid_path` (SIGTERM, then SIGKILL after 3 s) and removes the
+/// file. The pid is signalled only while its command line still contains `marker` (a
+/// path of this lab), so a reused pid is never hit. Returns whether it was running.
+pub fn stop_process(pid_path: &Path, marker: &Path) -> Result<bool> {
+    let mut stopped = false;
+    if let Some(pid) = read_pid(pid_path) {
+        let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(&*marker.to_string_lossy()))
+            .unwrap_or(false);
+        if ours && alive(pid) {
+            // SAFETY: plain syscalls on a pid checked just above.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if alive(pid) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while alive(pid) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            stopped = true;
+        }
+    }
+    if pid_path.exists() {
+        std::fs::remove_file(pid_path)
+            .with_context(|| format!("removing {}", pid_path.display()))?;
+    }
+    Ok(stopped)
+}
+
+/// Whether the process in `pid_path` runs.
+pub fn pid_running(pid_path: &Path) -> bool {
+    read_pid(pid_path).is_some_and(alive)
+}
+
+/// Stops every agent with a pid file in `dir`.
 pub fn stop(dir: &LabDir) -> Result<usize> {
     let mut stopped = 0;
     for gw in dir.agent_gateways() {
-        let pid_path = dir.agent_pid(&gw);
-        if let Some(pid) = read_pid(&pid_path) {
-            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    String::from_utf8_lossy(&c).contains(&*dir.agent_state(&gw).to_string_lossy())
-                })
-                .unwrap_or(false);
-            if ours && alive(pid) {
-                // SAFETY: plain syscalls on a pid checked just above.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-                let deadline = Instant::now() + Duration::from_secs(3);
-                while alive(pid) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                if alive(pid) {
-                    // SAFETY: as above.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    let deadline = Instant::now() + Duration::from_secs(2);
-                    while alive(pid) && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                }
-                stopped += 1;
-            }
+        if stop_process(&dir.agent_pid(&gw), &dir.agent_state(&gw))? {
+            stopped += 1;
         }
-        std::fs::remove_file(&pid_path)
-            .with_context(|| format!("removing {}", pid_path.display()))?;
     }
     Ok(stopped)
 }

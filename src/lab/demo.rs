@@ -1,5 +1,6 @@
 //! `tiernet lab demo`: the lab from end to end for an audience — up, the truth table,
-//! drift made behind the agents' back and reverted by them, the table again, down.
+//! drift made behind the agents' back and reverted by them, the table again, revisions
+//! through the controller (see `revisions`), down.
 
 use super::probe::{self, Matrix};
 use super::table;
@@ -30,7 +31,7 @@ impl Drop for DownGuard<'_> {
     }
 }
 
-fn section(title: &str) {
+pub(super) fn section(title: &str) {
     say!("\n== {title}");
 }
 
@@ -70,7 +71,7 @@ fn catch_interrupts() {
     }
 }
 
-fn check_interrupted() -> Result<()> {
+pub(super) fn check_interrupted() -> Result<()> {
     if INTERRUPTED.load(Ordering::Relaxed) {
         bail!("interrupted");
     }
@@ -81,7 +82,7 @@ pub async fn demo(file: &Path, name: &str, today: NaiveDate, tty: bool) -> Resul
     catch_interrupts();
     let _down = DownGuard(name);
     section("up");
-    let lab = updown::up(file, name, true, today).await?;
+    let lab = updown::up(file, name, updown::Agents::Controller, today).await?;
     check_interrupted()?;
 
     section("probe: every host against every service port, real packets vs. the compiled topology");
@@ -98,14 +99,22 @@ pub async fn demo(file: &Path, name: &str, today: NaiveDate, tty: bool) -> Resul
 
     section("probe again: the lab must still match the topology");
     let second = probe(&lab, tty, false)?;
+    check_interrupted()?;
+
+    let revisions = if lab.meta.controller {
+        super::revisions::story(&lab, &first).await?
+    } else {
+        true
+    };
 
     let ok = reverted
+        && revisions
         && probe::summary(&first).mismatches == 0
         && probe::summary(&second).mismatches == 0;
     say!(
         "\ndemo: {}",
         if ok {
-            "the gateways enforce exactly the topology, and drift was reverted"
+            "the gateways enforce exactly each revision, all or nothing, and drift was reverted, with or without the controller"
         } else {
             "FAILED (see above)"
         }
@@ -120,14 +129,14 @@ enum Change {
 }
 
 /// One change made to a gateway's kernel state behind its agent's back.
-struct Drift {
+pub(super) struct Drift {
     gateway: String,
     change: Change,
 }
 
 /// A route to a segment behind another gateway, the router address of a segment, and a
 /// segment port set down (on the last gateway, so a two-gateway lab shows both agents).
-fn drifts(lab: &Lab) -> Vec<Drift> {
+pub(super) fn drifts(lab: &Lab) -> Vec<Drift> {
     let gws = &lab.compiled.gateways;
     let mut out = Vec::new();
     let route = gws.iter().find_map(|g| {
@@ -217,7 +226,7 @@ impl Drift {
     }
 
     /// Makes the change, waits for the agent to undo it, and says how long that took.
-    async fn show(&self, lab: &Lab) -> Result<bool> {
+    pub(super) async fn show(&self, lab: &Lab) -> Result<bool> {
         let ns = lab
             .plan
             .gateway_ns(&self.gateway)

@@ -20,6 +20,10 @@ pub struct Meta {
     /// Whether VLANs were replaced by untagged ports.
     pub untagged: bool,
     pub agents: bool,
+    /// Whether the agents take their state from the lab's controller (over mutual TLS)
+    /// rather than each compiling the topology file itself.
+    #[serde(default)]
+    pub controller: bool,
 }
 
 impl Meta {
@@ -90,6 +94,31 @@ impl LabDir {
     }
     pub fn agent_log(&self, gateway: &str) -> PathBuf {
         self.root.join("logs").join(format!("{gateway}.log"))
+    }
+    pub fn pki(&self) -> PathBuf {
+        self.root.join("pki")
+    }
+    pub fn controller_store(&self) -> PathBuf {
+        self.root.join("controller.db")
+    }
+    pub fn controller_pid(&self) -> PathBuf {
+        self.root.join("controller.pid")
+    }
+    pub fn controller_addr(&self) -> PathBuf {
+        self.root.join("controller.addr")
+    }
+    pub fn controller_log(&self) -> PathBuf {
+        self.root.join("logs").join("controller.log")
+    }
+    /// Where `lab apply` keeps `file` rewritten for the lab, under its own file name (the
+    /// controller records it as the revision's source).
+    pub fn submitted(&self, file: &Path) -> Result<PathBuf> {
+        let dir = self.root.join("submitted");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let name = file
+            .file_name()
+            .with_context(|| format!("{} names no file", file.display()))?;
+        Ok(dir.join(name))
     }
 
     pub fn write_meta(&self, meta: &Meta) -> Result<()> {

@@ -4,7 +4,7 @@ use super::build::{self, Handles};
 use super::plan::{self, LabPlan};
 use super::probe::{self, Matrix};
 use super::state::{LabDir, Meta};
-use super::{agents, rewrite};
+use super::{agents, mgmt, rewrite};
 use crate::compile::Compiled;
 use crate::netns;
 use crate::topology::load::{check, read_text};
@@ -23,7 +23,11 @@ pub struct Lab {
     pub plan: LabPlan,
 }
 
-fn compile_text(path: &Path, text: &str, today: NaiveDate) -> Result<(Topology, Compiled)> {
+pub(super) fn compile_text(
+    path: &Path,
+    text: &str,
+    today: NaiveDate,
+) -> Result<(Topology, Compiled)> {
     let loaded = check(&path.display().to_string(), text, today);
     let compiled = loaded
         .compile(today)
@@ -38,8 +42,8 @@ impl Lab {
     pub fn open(name: &str) -> Result<Lab> {
         let dir = LabDir::new(name)?;
         let meta = dir.meta()?;
-        let text = read_text(&dir.topology())?;
-        let (topology, compiled) = compile_text(&dir.topology(), &text, meta.today()?)?;
+        let (path, text) = declared(&dir, &meta)?;
+        let (topology, compiled) = compile_text(&path, &text, meta.today()?)?;
         let plan = plan::plan(name, &topology, &compiled)?;
         if let Some(missing) = plan.namespaces().into_iter().find(|ns| !netns::exists(ns)) {
             bail!("lab '{name}' is incomplete (namespace {missing} is gone); run `tiernet lab up` again");
@@ -88,15 +92,47 @@ impl Lab {
     }
 }
 
+/// What the lab must enforce now: with a controller, its current revision (read from its
+/// store, so a revision applied with the plain CLI counts too); else the lab's topology.
+fn declared(dir: &LabDir, meta: &Meta) -> Result<(std::path::PathBuf, String)> {
+    if !meta.controller {
+        return Ok((dir.topology(), read_text(&dir.topology())?));
+    }
+    let store = crate::controller::store::Store::open_read_only(&dir.controller_store())?;
+    let current = store
+        .current()?
+        .ok_or_else(|| anyhow!("the lab's controller has no revision applied yet"))?;
+    let path = std::path::PathBuf::from(format!("revision {} ({})", current.id, current.source));
+    Ok((path, current.topology))
+}
+
+/// How `lab up` runs the gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agents {
+    /// Wiring only.
+    None,
+    /// Each agent compiles its part of the topology file.
+    Standalone,
+    /// A controller in a management namespace, agents dialling it over mutual TLS, and
+    /// the topology applied as its first revision.
+    Controller,
+}
+
 /// Builds the lab `name` from `file` (removing a stale one first); with `agents`, starts
 /// one agent per gateway and waits until each has applied its state. A failed `up`
 /// removes what it built.
-pub async fn up(file: &Path, name: &str, agents: bool, today: NaiveDate) -> Result<Lab> {
+pub async fn up(file: &Path, name: &str, mode: Agents, today: NaiveDate) -> Result<Lab> {
     let dir = LabDir::new(name)?;
     // Everything that can fail without touching the kernel, first.
     let text = read_text(file)?;
-    let (topology, _) = compile_text(file, &text, today)?;
-    let agent = if agents { Some(agents::find()?) } else { None };
+    let (topology, compiled) = compile_text(file, &text, today)?;
+    let agent = match mode {
+        Agents::None => None,
+        _ => Some(agents::find()?),
+    };
+    if mode == Agents::Controller {
+        mgmt::check_free(&compiled)?;
+    }
     if dir.exists() || plan_namespaces_exist(name) {
         say!("lab {name}: removing the previous lab of that name first");
         down(name, false)?;
@@ -107,7 +143,7 @@ pub async fn up(file: &Path, name: &str, agents: bool, today: NaiveDate) -> Resu
         text,
         topology,
     };
-    match build_lab(&source, &dir, agent.as_ref(), today).await {
+    match build_lab(&source, &dir, agent.as_ref(), mode, today).await {
         Ok(lab) => {
             say!("lab {name} is up in {:.1} s. Next: tiernet lab probe --name {name}; tiernet lab down --name {name}", started.elapsed().as_secs_f64());
             Ok(lab)
@@ -138,6 +174,7 @@ async fn build_lab(
     source: &Source<'_>,
     dir: &LabDir,
     agent: Option<&agents::AgentBinary>,
+    mode: Agents,
     today: NaiveDate,
 ) -> Result<Lab> {
     let name = dir.name.as_str();
@@ -182,6 +219,7 @@ async fn build_lab(
         today: today.to_string(),
         untagged: !untagged.is_empty(),
         agents: agent.is_some(),
+        controller: mode == Agents::Controller,
     };
     dir.write_meta(&meta)?;
 
@@ -199,8 +237,10 @@ async fn build_lab(
     );
     print_hosts(&plan);
 
-    if let Some(bin) = agent {
-        agents::start(dir, &plan, bin, today)?;
+    if let (Some(bin), Agents::Controller) = (agent, mode) {
+        start_controlled(dir, &plan, bin, today).await?;
+    } else if let Some(bin) = agent {
+        agents::start(dir, &plan, bin, &agents::Source::Standalone, today)?;
         let waited = agents::wait_ready(dir, &plan, agents::READY_TIMEOUT)?;
         let names: Vec<&str> = plan.gateways.iter().map(|g| g.gateway.as_str()).collect();
         say!(
@@ -219,6 +259,51 @@ async fn build_lab(
         compiled,
         plan,
     })
+}
+
+/// The management network, PKI and controller; the agents, closed until the controller
+/// sends them their state; then the topology applied as revision 1 through the CLI.
+async fn start_controlled(
+    dir: &LabDir,
+    plan: &LabPlan,
+    bin: &agents::AgentBinary,
+    today: NaiveDate,
+) -> Result<()> {
+    let t = Instant::now();
+    mgmt::wire(dir, plan).await?;
+    mgmt::make_pki(dir, plan)?;
+    mgmt::start_controller(dir, today)?;
+    say!(
+        "  controller {} in {} (mutual TLS, CA and certificates in {}) up in {:.2} s",
+        mgmt::url(),
+        mgmt::mgmt_ns(&dir.name),
+        dir.pki().display(),
+        t.elapsed().as_secs_f64()
+    );
+    let url = mgmt::url();
+    agents::start(
+        dir,
+        plan,
+        bin,
+        &agents::Source::Controller { url: &url },
+        today,
+    )?;
+    let waited = agents::wait_ready(dir, plan, agents::READY_TIMEOUT)?;
+    say!(
+        "  agents started closed in {:.2} s, dialling the controller (logs in {})",
+        waited.as_secs_f64(),
+        dir.root.join("logs").display()
+    );
+    say!("  tiernet apply (revision 1):");
+    let topology = dir.topology().into_os_string();
+    let code = tokio::task::block_in_place(|| mgmt::run_cli(dir, &["apply".into(), topology]))?;
+    if code != 0 {
+        bail!(
+            "applying the topology through the controller failed (exit {code}); its log:\n{}",
+            agents::log_tail(&dir.controller_log(), 20)
+        );
+    }
+    Ok(())
 }
 
 fn print_hosts(plan: &LabPlan) {
@@ -263,6 +348,7 @@ pub fn down(name: &str, verbose: bool) -> Result<()> {
         return Ok(());
     }
     let stopped = agents::stop(&dir)?;
+    mgmt::stop_controller(&dir)?;
     let mut removed = 0;
     for ns in &namespaces {
         if netns::exists(ns) {
