@@ -71,21 +71,41 @@ fn route(
     Some((best.dev.clone(), next))
 }
 
-/// Where a packet from `src` first meets a gateway: the link its subnet is on, or an uplink.
-fn ingress(c: &Compiled, src: &IpAddr) -> Option<(usize, String)> {
+/// Where a packet from `src` to `dst` first meets a gateway: the link its subnet is on;
+/// from the internet, the uplink that `dst`'s gateway routes `src` out of (replies leave
+/// there, and the compiler enforces internet flows on that path); else any uplink.
+fn ingress(c: &Compiled, src: &IpAddr, dst: &IpAddr) -> Option<(usize, String)> {
     let on_segment = c
         .gateways
         .iter()
         .enumerate()
         .find_map(|(i, g)| on_link(g, src).map(|(l, _)| (i, l)));
-    on_segment.or_else(|| {
-        c.gateways.iter().enumerate().find_map(|(i, g)| {
-            g.links
-                .iter()
-                .find(|l| l.zone == Zone::Uplink)
-                .map(|l| (i, l.name.clone()))
+    on_segment
+        .or_else(|| uplink_toward(c, src, dst))
+        .or_else(|| {
+            c.gateways.iter().enumerate().find_map(|(i, g)| {
+                g.links
+                    .iter()
+                    .find(|l| l.zone == Zone::Uplink)
+                    .map(|l| (i, l.name.clone()))
+            })
         })
-    })
+}
+
+/// The uplink a packet from `dst`'s gateway to `src` leaves by, following the routes.
+fn uplink_toward(c: &Compiled, src: &IpAddr, dst: &IpAddr) -> Option<(usize, String)> {
+    let mut g = c.gateways.iter().position(|g| on_link(g, dst).is_some())?;
+    for _ in 0..=c.gateways.len() {
+        let (dev, next) = route(c, &c.gateways[g], src)?;
+        match next {
+            Some((peer, _)) => g = peer,
+            None => {
+                let uplink = c.gateways[g].link(&dev)?.zone == Zone::Uplink;
+                return uplink.then_some((g, dev));
+            }
+        }
+    }
+    None
 }
 
 pub fn reach(c: &Compiled, src: IpAddr, dst: IpAddr, traffic: PortSpec) -> Answer {
@@ -107,7 +127,7 @@ pub fn reach(c: &Compiled, src: IpAddr, dst: IpAddr, traffic: PortSpec) -> Answe
         answer.reason = "source and destination are of different address families".into();
         return answer;
     }
-    let Some((mut g, mut iif)) = ingress(c, &src) else {
+    let Some((mut g, mut iif)) = ingress(c, &src, &dst) else {
         answer.reason = "no gateway is attached to the source".into();
         return answer;
     };

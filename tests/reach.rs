@@ -562,7 +562,6 @@ fn ring_topology() -> String {
 }
 
 #[test]
-#[ignore = "known bug: in a ring of transit links, routes between opposite gateways are asymmetric, so anti-spoofing drops declared flows"]
 fn a_ring_of_transit_links_carries_every_declared_flow() {
     let (topo, diags) = tiernet::topology::parse(&ring_topology());
     let topo = topo.unwrap_or_else(|| panic!("{diags:?}"));
@@ -575,15 +574,14 @@ fn a_ring_of_transit_links_carries_every_declared_flow() {
                 ip(&format!("10.0.{b}.10")),
                 parse_traffic("tcp/22").unwrap(),
             );
-            // Today s1 -> s3 goes gw1 -> gw0 -> gw3, but gw3 routes s1 back via gw2, so
-            // gw3's anti-spoofing drops it (and replies would miss gw0's conntrack).
+            // Routes must be symmetric: were s1 -> s3 to go gw1 -> gw0 -> gw3 while gw3
+            // routes s1 back via gw2, gw3's anti-spoofing would drop it.
             assert!(answer.allowed, "s{a} -> s{b}: {}", answer.reason);
         }
     }
 }
 
 #[test]
-#[ignore = "known bug: with two uplinks, reach lets internet traffic enter at the first uplink, not at the one the compiler enforces the flow on"]
 fn internet_traffic_enters_at_the_uplink_nearest_its_destination() {
     let yaml = "version: 1\nname: two-uplinks\ntiers:\n  - {name: buffer, level: 1, internet: inbound}\n\
         gateways:\n  - {name: gw-a, trunk: eth1, uplink: {interface: eth0, address: 198.51.100.2/30, next_hop: 198.51.100.1}}\n\
@@ -595,8 +593,8 @@ fn internet_traffic_enters_at_the_uplink_nearest_its_destination() {
     let (topo, diags) = tiernet::topology::parse(yaml);
     let topo = topo.unwrap_or_else(|| panic!("{diags:?}"));
     let c = compiled(&topo, BEFORE_EXPIRY);
-    // The compiler puts `web-in` on gw-b only (the uplink nearest dmz-b); reach sends the
-    // packet in through gw-a's uplink, where nothing allows it.
+    // The compiler puts `web-in` on gw-b only (the uplink nearest dmz-b, where its replies
+    // leave): the packet must be walked in there, not through gw-a's uplink.
     let answer = reach(
         &c,
         ip("203.0.113.10"),

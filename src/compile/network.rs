@@ -4,7 +4,8 @@ use super::ranges::{addr_value, Family};
 use super::{Link, LinkKind, Route, Sysctl, Zone};
 use crate::topology::{Index, Segment};
 use ipnet::IpNet;
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::IpAddr;
 
 /// Linux interface names are at most 15 bytes.
@@ -15,6 +16,53 @@ pub struct Network<'i, 't> {
     pub index: &'i Index<'t>,
     /// Per gateway: (transit link, peer gateway), in declaration order.
     adjacency: Vec<Vec<(usize, usize)>>,
+}
+
+/// The cost of a path through transit links: fewer hops first; among paths of equal
+/// length, the one whose set of links, read as a binary number with link `t` worth 2^t,
+/// is smaller. Two different paths never cost the same, so the shortest path between
+/// two gateways is unique and its parts are the shortest paths between their ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PathCost {
+    hops: usize,
+    /// Bit `t` set when the path uses transit link `t`.
+    links: Vec<u64>,
+}
+
+impl PathCost {
+    fn plus(&self, t: usize) -> PathCost {
+        let mut links = self.links.clone();
+        if links.len() <= t / 64 {
+            links.resize(t / 64 + 1, 0);
+        }
+        links[t / 64] |= 1 << (t % 64);
+        PathCost {
+            hops: self.hops + 1,
+            links,
+        }
+    }
+
+    /// The link set as a number: the most significant word first, shorter sets padded.
+    fn words(&self, len: usize) -> impl Iterator<Item = u64> + '_ {
+        (0..len)
+            .rev()
+            .map(|i| self.links.get(i).copied().unwrap_or(0))
+    }
+}
+
+impl Ord for PathCost {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let len = self.links.len().max(other.links.len());
+        self.hops
+            .cmp(&other.hops)
+            .then_with(|| self.words(len).cmp(other.words(len)))
+    }
+}
+
+impl PartialOrd for PathCost {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// The interface name of a VLAN on a trunk: `eth1.310`, or `vlan310` where that is too long.
@@ -61,22 +109,42 @@ impl<'i, 't> Network<'i, 't> {
         Network { index, adjacency }
     }
 
-    /// For every gateway, the first hop (transit link, peer) on a shortest path from `from`.
-    pub fn first_hops(&self, from: usize) -> Vec<Option<(usize, usize)>> {
-        let mut hop: Vec<Option<(usize, usize)>> = vec![None; self.adjacency.len()];
-        let mut seen = vec![false; self.adjacency.len()];
-        seen[from] = true;
-        let mut queue = VecDeque::from([from]);
-        while let Some(g) = queue.pop_front() {
+    /// For every gateway, the cost of the shortest path from `from` and its first hop
+    /// (transit link, peer). Shortest paths are made unique (see [`PathCost`]), so the
+    /// path from A to B is the path from B to A reversed, and every gateway on it routes
+    /// toward either end along it: replies come back the way requests went, through the
+    /// same firewalls and anti-spoofing checks.
+    fn shortest(&self, from: usize) -> Vec<Option<(PathCost, Option<(usize, usize)>)>> {
+        let n = self.adjacency.len();
+        let mut best: Vec<Option<(PathCost, Option<(usize, usize)>)>> = vec![None; n];
+        let mut done = vec![false; n];
+        best[from] = Some((PathCost::default(), None));
+        let mut heap = BinaryHeap::from([Reverse((PathCost::default(), from))]);
+        while let Some(Reverse((cost, g))) = heap.pop() {
+            if std::mem::replace(&mut done[g], true) {
+                continue;
+            }
+            let first = best[g].as_ref().and_then(|(_, f)| *f);
             for &(t, peer) in &self.adjacency[g] {
-                if !seen[peer] {
-                    seen[peer] = true;
-                    hop[peer] = if g == from { Some((t, peer)) } else { hop[g] };
-                    queue.push_back(peer);
+                if done[peer] {
+                    continue;
+                }
+                let c = cost.plus(t);
+                if best[peer].as_ref().is_none_or(|(old, _)| c < *old) {
+                    best[peer] = Some((c.clone(), first.or(Some((t, peer)))));
+                    heap.push(Reverse((c, peer)));
                 }
             }
         }
-        hop
+        best
+    }
+
+    /// For every gateway, the first hop (transit link, peer) on the shortest path from `from`.
+    pub fn first_hops(&self, from: usize) -> Vec<Option<(usize, usize)>> {
+        self.shortest(from)
+            .into_iter()
+            .map(|b| b.and_then(|(_, first)| first))
+            .collect()
     }
 
     /// The gateways a packet crosses from gateway `a` to gateway `b`, both included.
@@ -102,14 +170,15 @@ impl<'i, 't> Network<'i, 't> {
             .collect()
     }
 
-    /// The uplink gateway nearest to `g` (itself if it has one).
+    /// The uplink gateway nearest to `g` (itself if it has one), by the same unique path
+    /// costs as the routes, so internet traffic to and from `g` uses one uplink.
     pub fn nearest_uplink(&self, g: usize) -> Option<usize> {
-        let hops = self.first_hops(g);
-        let ups = self.uplink_gateways();
-        if ups.contains(&g) {
-            return Some(g);
-        }
-        ups.into_iter().find(|&u| hops[u].is_some())
+        let costs = self.shortest(g);
+        self.uplink_gateways()
+            .into_iter()
+            .filter_map(|u| costs[u].as_ref().map(|(c, _)| (c.clone(), u)))
+            .min()
+            .map(|(_, u)| u)
     }
 
     pub fn transit_ifname(&self, t: usize, g: usize) -> String {
