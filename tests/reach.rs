@@ -603,3 +603,50 @@ fn internet_traffic_enters_at_the_uplink_nearest_its_destination() {
     );
     assert!(answer.allowed, "{}", answer.reason);
 }
+
+#[test]
+fn a_flow_to_a_whole_segment_is_audited_where_it_lands_on_a_transfer_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("segment-flow.yaml");
+    let text = std::fs::read_to_string(topology_path("clinical-research.yaml")).expect("read");
+    // biobank may ssh into every research server, file-transfer among them.
+    let flow = "  - name: biobank-admin\n    from: biobank\n    to: research-servers\n    ports: [tcp/22]\n";
+    std::fs::write(&path, format!("{text}{flow}")).expect("write");
+    let file = path.to_string_lossy();
+    let to_transfer = cli_on(
+        &file,
+        BEFORE_EXPIRY,
+        &[
+            "--from",
+            "biobank",
+            "--to",
+            "file-transfer",
+            "--port",
+            "tcp/22",
+        ],
+    );
+    assert_allowed(&to_transfer, "biobank -> file-transfer");
+    assert!(
+        to_transfer.stdout.contains("audit_biobank-admin"),
+        "{}",
+        to_transfer.stdout
+    );
+    let to_db = cli_on(
+        &file,
+        BEFORE_EXPIRY,
+        &[
+            "--from",
+            "biobank",
+            "--to",
+            "research-db",
+            "--port",
+            "tcp/22",
+        ],
+    );
+    assert_allowed(&to_db, "biobank -> research-db");
+    assert!(
+        to_db.stdout.contains("flow_biobank-admin"),
+        "{}",
+        to_db.stdout
+    );
+}

@@ -55,6 +55,29 @@ struct Piece {
     ports: Option<Vec<PortSpec>>,
 }
 
+/// The transfer services of segment `s`, as destination pieces of their own: a flow to a
+/// whole segment or tier still logs every connection that lands on a transfer point.
+fn transfer_pieces(index: &Index, s: usize) -> Vec<Piece> {
+    let topo = index.topo;
+    topo.services
+        .iter()
+        .enumerate()
+        .filter(move |(v, svc)| {
+            svc.role() == Some(TRANSFER_ROLE) && index.service_segment(*v) == Some(s)
+        })
+        .map(move |(v, svc)| Piece {
+            segment: index.service_segment(v),
+            ranges: svc
+                .addresses
+                .iter()
+                .map(|a| AddrRange::of_net(&a.v))
+                .collect(),
+            transfer: true,
+            ports: None,
+        })
+        .collect()
+}
+
 fn pieces(index: &Index, e: Endpoint) -> Vec<Piece> {
     let topo = index.topo;
     let segment_piece = |s: usize| Piece {
@@ -171,7 +194,15 @@ pub fn expand(index: &Index, net: &Network, today: NaiveDate) -> Expanded {
                 .collect()
         };
         let sources = resolve(&flow.from);
-        let destinations = resolve(&flow.to);
+        let mut destinations = resolve(&flow.to);
+        // Overlapping the segment's own piece; the audited chain wins the overlap.
+        let audited: Vec<Piece> = destinations
+            .iter()
+            .filter(|p| !p.transfer && p.ports.is_none())
+            .filter_map(|p| p.segment)
+            .flat_map(|s| transfer_pieces(index, s))
+            .collect();
+        destinations.extend(audited);
         for dst in &destinations {
             let traffic: Vec<Traffic> = match (&flow_ports, &dst.ports) {
                 (Some(ps), _) | (None, Some(ps)) => ps.iter().map(traffic_of).collect(),
