@@ -8,11 +8,12 @@ use crate::compile::GatewayState;
 use crate::controller::tls::{connect, TlsFiles};
 use crate::proto::v1::agent_link_client::AgentLinkClient;
 use crate::proto::v1::{
-    agent_message, controller_message, AgentMessage, AgentReport, ApplyResult, DriftReport,
-    FlowAudit, Hello,
+    agent_message, controller_message, AgentMessage, AgentReport, ApplyResult, Baseline,
+    DriftReport, FlowAudit, Hello,
 };
 use anyhow::{anyhow, Result};
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -31,6 +32,9 @@ pub struct LinkConfig {
 #[derive(Debug, Clone)]
 pub struct DesiredState {
     pub request_id: u64,
+    /// 0: the state this agent held before its first controller revision (its baseline,
+    /// which it sent the controller, or the fail-closed state); applying it as revision 0
+    /// makes the agent report revision 0 again.
     pub revision: u64,
     pub state: GatewayState,
 }
@@ -40,17 +44,25 @@ pub struct DesiredState {
 pub struct LinkHandle {
     out: mpsc::UnboundedSender<agent_message::Msg>,
     report: watch::Sender<AgentReport>,
+    /// The last state enforced on no controller revision (revision none or 0): what the
+    /// controller's revision 0 stands for. Sent on every connection, JSON and digest.
+    baseline: Arc<Mutex<Option<(String, String)>>>,
 }
 
 /// Reports kept while disconnected; the oldest go first past this.
 const QUEUE_LIMIT: usize = 1000;
 
 impl LinkHandle {
-    /// The state the agent now enforces, and whether the kernel matches it.
+    /// The state the agent now enforces, and whether the kernel matches it. A state on no
+    /// controller revision (none or 0) becomes the baseline the controller is told about.
     pub fn set_state(&self, revision: Option<u64>, state: &GatewayState, in_sync: bool) {
+        let (json, digest) = crate::proto::encode_state(state);
+        if revision.unwrap_or(0) == 0 {
+            *self.baseline.lock().unwrap_or_else(|p| p.into_inner()) = Some((json, digest.clone()));
+        }
         let next = AgentReport {
             applied_revision: revision.unwrap_or(0),
-            state_digest: crate::proto::state_digest(state),
+            state_digest: digest,
             in_sync,
         };
         self.report.send_if_modified(|r| {
@@ -106,11 +118,13 @@ pub fn spawn(cfg: LinkConfig, initial: AgentReport) -> (LinkHandle, mpsc::Receiv
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (report_tx, report_rx) = watch::channel(initial);
     let (desired_tx, desired_rx) = mpsc::channel(4);
-    tokio::spawn(run(cfg, out_rx, report_rx, desired_tx));
+    let baseline = Arc::new(Mutex::new(None));
+    tokio::spawn(run(cfg, out_rx, report_rx, desired_tx, baseline.clone()));
     (
         LinkHandle {
             out: out_tx,
             report: report_tx,
+            baseline,
         },
         desired_rx,
     )
@@ -121,6 +135,7 @@ struct Pipes {
     report: watch::Receiver<AgentReport>,
     desired: mpsc::Sender<DesiredState>,
     queue: VecDeque<agent_message::Msg>,
+    baseline: Arc<Mutex<Option<(String, String)>>>,
 }
 
 impl Pipes {
@@ -137,12 +152,14 @@ async fn run(
     out: mpsc::UnboundedReceiver<agent_message::Msg>,
     report: watch::Receiver<AgentReport>,
     desired: mpsc::Sender<DesiredState>,
+    baseline: Arc<Mutex<Option<(String, String)>>>,
 ) {
     let mut p = Pipes {
         out,
         report,
         desired,
         queue: VecDeque::new(),
+        baseline,
     };
     let mut backoff = cfg.min_backoff;
     loop {
@@ -198,6 +215,14 @@ async fn session(cfg: &LinkConfig, p: &mut Pipes) -> Result<()> {
         .map_err(|s| anyhow!("refused: {}: {}", s.code(), s.message()))?
         .into_inner();
     tracing::info!(gateway = %cfg.gateway, url = %cfg.url, "connected to the controller");
+    let baseline = p.baseline.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some((state_json, state_digest)) = baseline {
+        tx.send(msg(agent_message::Msg::Baseline(Baseline {
+            state_json,
+            state_digest,
+        })))
+        .await?;
+    }
     // What was kept while away goes first.
     while let Some(m) = p.queue.pop_front() {
         tx.send(msg(m)).await?;

@@ -23,6 +23,8 @@ pub struct NoopAgent {
     pub seen: Arc<Mutex<Seen>>,
     /// Revisions this agent refuses to apply (to test rollback).
     pub fail: Arc<Mutex<Vec<u64>>>,
+    /// How long each apply takes before it answers (to land a controller crash mid-rollout).
+    pub delay: Arc<Mutex<std::time::Duration>>,
     pub link: LinkHandle,
     task: JoinHandle<()>,
 }
@@ -38,7 +40,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl NoopAgent {
-    /// Connects with `cfg` as if it already enforced `start` (revision and state).
+    /// Connects with `cfg` as if it already enforced `start` (revision and state). A state
+    /// on no revision is its baseline: what the controller's revision 0 puts back.
     pub fn start(cfg: LinkConfig, start: Seen) -> NoopAgent {
         let initial = AgentReport {
             applied_revision: start.revision.unwrap_or(0),
@@ -50,12 +53,21 @@ impl NoopAgent {
             in_sync: true,
         };
         let (link, mut rx) = controller_link::spawn(cfg, initial);
+        if let Some(s) = &start.state {
+            link.set_state(start.revision, s, true);
+        }
         let seen = Arc::new(Mutex::new(start));
         let fail = Arc::new(Mutex::new(Vec::new()));
-        let (seen2, fail2, link2) = (seen.clone(), fail.clone(), link.clone());
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (seen2, fail2, link2, delay2) =
+            (seen.clone(), fail.clone(), link.clone(), delay.clone());
         let task = tokio::spawn(async move {
             while let Some(d) = rx.recv().await {
                 let t = Instant::now();
+                let pause = *lock(&delay2);
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
                 let refused = lock(&fail2).contains(&d.revision);
                 let outcome = if refused {
                     Err(anyhow::anyhow!(
@@ -75,6 +87,7 @@ impl NoopAgent {
         NoopAgent {
             seen,
             fail,
+            delay,
             link,
             task,
         }
@@ -86,6 +99,11 @@ impl NoopAgent {
 
     pub fn fail_on(&self, revision: u64) {
         lock(&self.fail).push(revision);
+    }
+
+    /// Every apply from now on takes `d` before it answers.
+    pub fn set_delay(&self, d: Duration) {
+        *lock(&self.delay) = d;
     }
 }
 

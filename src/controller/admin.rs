@@ -65,6 +65,7 @@ fn plans(
             connected: connected.contains(&gateway),
             gateway,
             changes,
+            ..Default::default()
         })
         .collect()
 }

@@ -8,7 +8,9 @@ use super::tls::peer;
 use super::Controller;
 use crate::pki::Role;
 use crate::proto::v1::agent_link_server::AgentLink;
-use crate::proto::v1::{agent_message, AgentMessage, ControllerMessage, DriftReport, FlowAudit};
+use crate::proto::v1::{
+    agent_message, AgentMessage, Baseline, ControllerMessage, DriftReport, FlowAudit,
+};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +72,8 @@ impl AgentLink for AgentService {
         }
         let report = hello.report.unwrap_or_default();
         let (tx, rx) = mpsc::channel(16);
+        // Weak: the stream ends when the hub drops its sender (shutdown), not when we do.
+        let errors = tx.downgrade();
         let session = ctl.hub.register(&gateway, report.clone(), tx)?;
         tracing::info!(%gateway, revision = report.applied_revision, in_sync = report.in_sync, "agent connected");
         ctl.event(&gateway, "connect", &format!("connected on revision {}", report.applied_revision), serde_json::json!({"report": {
@@ -78,7 +82,16 @@ impl AgentLink for AgentService {
         let ctl2 = ctl.clone();
         let gw = gateway.clone();
         tokio::spawn(async move {
-            let why = read_loop(&ctl2, &gw, &mut inbound).await;
+            let why = match read_loop(&ctl2, &gw, &mut inbound).await {
+                Ok(why) => why,
+                Err(status) => {
+                    let why = status.message().to_string();
+                    if let Some(tx) = errors.upgrade() {
+                        let _ = tx.send(Err(status)).await;
+                    }
+                    why
+                }
+            };
             ctl2.hub.unregister(&gw, session);
             tracing::warn!(gateway = %gw, reason = %why, "agent disconnected");
             ctl2.event(
@@ -89,33 +102,80 @@ impl AgentLink for AgentService {
             );
         });
         let ctl3 = ctl.clone();
-        tokio::spawn(async move { converge_on_connect(&ctl3, &gateway).await });
+        tokio::spawn(async move { converge(&ctl3, &gateway).await });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-/// Handles what the agent sends until the stream ends; returns why it ended.
+/// Handles what the agent sends until the stream ends; returns why it ended, or the
+/// status that ends it when the agent breaks the protocol.
 async fn read_loop(
-    ctl: &Controller,
+    ctl: &Arc<Controller>,
     gateway: &str,
     inbound: &mut Streaming<AgentMessage>,
-) -> String {
+) -> Result<String, Status> {
     loop {
         let msg = match inbound.message().await {
             Ok(Some(m)) => m,
-            Ok(None) => return "closed by the agent".into(),
-            Err(e) => return e.message().to_string(),
+            Ok(None) => return Ok("closed by the agent".into()),
+            Err(e) => return Ok(e.message().to_string()),
         };
         match msg.msg {
-            Some(agent_message::Msg::Report(r)) => ctl.hub.update_report(gateway, r),
-            Some(agent_message::Msg::Result(r)) => ctl.hub.resolve(gateway, r),
+            Some(agent_message::Msg::Report(r)) => {
+                if ctl.hub.update_report(gateway, r) {
+                    // It enforces something else now: a late apply (the controller restarted
+                    // while it was applying) must not leave it between revisions.
+                    let (ctl, gateway) = (ctl.clone(), gateway.to_string());
+                    tokio::spawn(async move { converge(&ctl, &gateway).await });
+                }
+            }
+            Some(agent_message::Msg::Result(r)) => {
+                let (id, rev) = (r.request_id, r.revision);
+                if !ctl.hub.resolve(gateway, r) {
+                    // Normal after a controller restart (the agent queued it while away).
+                    tracing::info!(%gateway, request_id = id, revision = rev, "dropping an apply result no request waits for");
+                }
+            }
             Some(agent_message::Msg::Drift(d)) => drift(ctl, gateway, d),
             Some(agent_message::Msg::Audit(a)) => flow_audit(ctl, gateway, a),
-            Some(agent_message::Msg::Hello(_)) | None => {
-                tracing::warn!(%gateway, "ignoring an unexpected message on an established stream");
+            Some(agent_message::Msg::Baseline(b)) => baseline(ctl, gateway, b)?,
+            Some(agent_message::Msg::Hello(_)) => {
+                tracing::warn!(%gateway, "second hello on an established stream; closing it");
+                return Err(Status::invalid_argument(
+                    "a second hello on an established stream: one hello per stream",
+                ));
+            }
+            None => {
+                tracing::warn!(%gateway, "closing a stream that sent an empty message");
+                return Err(Status::invalid_argument(
+                    "empty agent message (no known message type set)",
+                ));
             }
         }
     }
+}
+
+/// Keeps the agent's pre-controller state for revision 0, if it is a valid state of this
+/// gateway; anything else ends the stream and changes nothing.
+fn baseline(ctl: &Controller, gateway: &str, b: Baseline) -> Result<(), Status> {
+    match crate::proto::decode_state(&b.state_json, &b.state_digest) {
+        Ok(s) if s.gateway == gateway => {}
+        Ok(s) => {
+            return Err(Status::invalid_argument(format!(
+                "baseline state refused: it is for gateway '{}', not '{gateway}'",
+                s.gateway
+            )))
+        }
+        Err(e) => {
+            return Err(Status::invalid_argument(format!(
+                "baseline state refused: {e}"
+            )))
+        }
+    }
+    ctl.store.set_baseline(gateway, &b.state_json).map_err(|e| {
+        tracing::error!(%gateway, error = %format!("{e:#}"), "could not store the agent's baseline");
+        Status::internal(format!("controller store: {e:#}"))
+    })
 }
 
 fn drift(ctl: &Controller, gateway: &str, d: DriftReport) {
@@ -156,40 +216,85 @@ fn flow_audit(ctl: &Controller, gateway: &str, a: FlowAudit) {
     ctl.event(gateway, "flow-audit", &summary, detail);
 }
 
-/// Brings a (re)connected agent to the current revision, unless it is already there.
-async fn converge_on_connect(ctl: &Controller, gateway: &str) {
-    // Not while a rollout runs: it sends this gateway what it needs itself.
+/// Brings an agent where it belongs unless it is already there: onto the current revision
+/// when that names its gateway; else, when the store holds a pending revert for it (it took
+/// a revision that never completed) and it reports a controller revision, back onto its
+/// pre-controller state (revision 0). Runs when an agent connects and whenever its report
+/// says it enforces another state; never during a rollout (which sends what it needs).
+pub async fn converge(ctl: &Controller, gateway: &str) {
     let _guard = ctl.rollout_lock.lock().await;
-    let Some(current) = ctl.current() else { return };
-    let Some(state) = current.gateway(gateway) else {
-        return;
-    };
     let Some(conn) = ctl.hub.view(gateway) else {
         return;
     };
-    if conn.report.applied_revision == current.id
-        && conn.report.state_digest == crate::proto::state_digest(state)
-    {
-        tracing::info!(%gateway, revision = current.id, "agent already on the current revision");
-        return;
-    }
-    tracing::info!(%gateway, from = conn.report.applied_revision, to = current.id, "bringing a reconnected agent to the current revision");
-    let summary = match ctl
-        .hub
-        .send_desired(gateway, current.id, state, ctl.settings.apply_timeout)
-        .await
-    {
-        Ok(r) if r.ok => format!(
-            "revision {} applied on reconnect ({} changes)",
-            current.id, r.changes
-        ),
-        Ok(r) => format!("revision {} failed on reconnect: {}", current.id, r.error),
-        Err(e) => format!("revision {} not applied on reconnect: {e}", current.id),
+    let current = ctl.current();
+    let (revision, state, what) = match current.as_ref().and_then(|c| c.gateway(gateway)) {
+        Some(state) => {
+            let id = current.as_ref().map_or(0, |c| c.id);
+            if conn.report.applied_revision == id
+                && conn.report.state_digest == crate::proto::state_digest(state)
+            {
+                tracing::info!(%gateway, revision = id, "agent already on the current revision");
+                return;
+            }
+            (id, state.clone(), format!("revision {id}"))
+        }
+        None => {
+            match ctl.store.pending_revert(gateway) {
+                Ok(Some(_)) => {}
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(%gateway, error = %format!("{e:#}"), "reading pending reverts");
+                    return;
+                }
+            }
+            if conn.report.applied_revision == 0 {
+                // On no controller revision: already what revision 0 would restore.
+                return;
+            }
+            let (state, what) = ctl.baseline(gateway);
+            (0, state, format!("revision 0 ({what})"))
+        }
     };
+    tracing::info!(%gateway, from = conn.report.applied_revision, to = revision, "bringing a (re)connected agent where it belongs");
+    let started = std::time::Instant::now();
+    let outcome = ctl
+        .hub
+        .send_desired(gateway, revision, &state, ctl.settings.apply_timeout)
+        .await;
+    let (ok, error, changes, elapsed_ms) = match &outcome {
+        Ok(r) => (r.ok, r.error.clone(), r.changes, r.elapsed_ms),
+        Err(e) => (false, e.clone(), 0, started.elapsed().as_secs_f64() * 1e3),
+    };
+    let summary = if ok {
+        format!(
+            "{what} applied on reconnect, from revision {} ({changes} changes)",
+            conn.report.applied_revision
+        )
+    } else {
+        format!("{what} not applied on reconnect: {error}")
+    };
+    if ok && revision == 0 {
+        if let Err(e) = ctl.store.clear_pending_reverts(&[gateway.to_string()]) {
+            tracing::error!(%gateway, error = %format!("{e:#}"), "clearing a pending revert");
+        }
+    }
+    let row = super::store::ApplyRow {
+        revision,
+        gateway: gateway.to_string(),
+        phase: "reconnect".into(),
+        ok,
+        error,
+        changes,
+        elapsed_ms,
+        at_ms: super::store::now_ms(),
+    };
+    if let Err(e) = ctl.store.record_results(&[row]) {
+        tracing::error!(%gateway, error = %format!("{e:#}"), "recording a reconnect apply");
+    }
     ctl.event(
         gateway,
         "apply",
         &summary,
-        serde_json::json!({"revision": current.id, "phase": "reconnect"}),
+        serde_json::json!({"revision": revision, "phase": "reconnect", "from": conn.report.applied_revision, "ok": ok}),
     );
 }

@@ -29,16 +29,35 @@ pub struct ConnView {
     pub drift: Option<String>,
 }
 
-#[derive(Default)]
 pub struct Hub {
     conns: Mutex<HashMap<String, Conn>>,
-    /// request id → (gateway, who waits for the result).
-    pending: Mutex<HashMap<u64, (String, oneshot::Sender<ApplyResult>)>>,
+    /// request id → (gateway, revision, who waits for the result).
+    pending: Mutex<HashMap<u64, Pending>>,
+    /// Request ids start from the clock (in µs), so a result an agent queued for a
+    /// controller that has since restarted cannot answer a new request with the same id.
     next_id: AtomicU64,
     /// Gateways of a rollout in progress: accepted as known while it runs.
     inflight: Mutex<HashSet<String>>,
     /// Someone connected or left.
     changed: Notify,
+}
+
+struct Pending {
+    gateway: String,
+    revision: u64,
+    tx: oneshot::Sender<ApplyResult>,
+}
+
+impl Default for Hub {
+    fn default() -> Hub {
+        Hub {
+            conns: Mutex::default(),
+            pending: Mutex::default(),
+            next_id: AtomicU64::new(super::store::now_ms().saturating_mul(1000)),
+            inflight: Mutex::default(),
+            changed: Notify::default(),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -84,7 +103,7 @@ impl Hub {
             conns.remove(gateway);
         }
         drop(conns);
-        lock(&self.pending).retain(|_, (g, _)| g != gateway);
+        lock(&self.pending).retain(|_, p| p.gateway != gateway);
         self.changed.notify_waiters();
     }
 
@@ -95,14 +114,18 @@ impl Hub {
         self.changed.notify_waiters();
     }
 
-    pub fn update_report(&self, gateway: &str, report: AgentReport) {
-        if let Some(c) = lock(&self.conns).get_mut(gateway) {
+    /// Records a new report; true when the agent now enforces another state.
+    pub fn update_report(&self, gateway: &str, report: AgentReport) -> bool {
+        lock(&self.conns).get_mut(gateway).is_some_and(|c| {
+            let moved = c.report.applied_revision != report.applied_revision
+                || c.report.state_digest != report.state_digest;
             if report.in_sync {
                 c.drift = None;
             }
             c.report = report;
             c.last_seen_ms = super::store::now_ms();
-        }
+            moved
+        })
     }
 
     pub fn note_drift(&self, gateway: &str, unreverted: Option<String>) {
@@ -151,18 +174,22 @@ impl Hub {
         }
     }
 
-    /// Completes the request an apply result answers. Results nobody waits for are dropped.
-    pub fn resolve(&self, gateway: &str, result: ApplyResult) {
+    /// Completes the request an apply result answers; false (and dropped) when no request
+    /// of this gateway for that revision waits for it: a result queued by the agent for a
+    /// controller that restarted since, or a confused or hostile agent.
+    pub fn resolve(&self, gateway: &str, result: ApplyResult) -> bool {
         let mut pending = lock(&self.pending);
-        // Only the gateway a request went to may answer it.
+        // Only the gateway a request went to may answer it, and for the revision sent.
         if pending
             .get(&result.request_id)
-            .is_some_and(|(g, _)| g == gateway)
+            .is_some_and(|p| p.gateway == gateway && p.revision == result.revision)
         {
-            if let Some((_, tx)) = pending.remove(&result.request_id) {
-                let _ = tx.send(result);
+            if let Some(p) = pending.remove(&result.request_id) {
+                let _ = p.tx.send(result);
+                return true;
             }
         }
+        false
     }
 
     /// Sends `state` (which must be `gateway`'s own) as `revision` and waits for the result.
@@ -185,7 +212,14 @@ impl Hub {
             .ok_or("not connected")?;
         let request_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (otx, orx) = oneshot::channel();
-        lock(&self.pending).insert(request_id, (gateway.to_string(), otx));
+        lock(&self.pending).insert(
+            request_id,
+            Pending {
+                gateway: gateway.to_string(),
+                revision,
+                tx: otx,
+            },
+        );
         let (state_json, state_digest) = crate::proto::encode_state(state);
         let msg = ControllerMessage {
             msg: Some(controller_message::Msg::Desired(Desired {

@@ -236,6 +236,8 @@ impl Rollout {
         ctl.store
             .set_status(rev, RevisionStatus::Applied, "")
             .map_err(store_err)?;
+        let names: Vec<String> = rows.iter().map(|r| r.gateway.clone()).collect();
+        ctl.store.clear_pending_reverts(&names).map_err(store_err)?;
         let stored = ctl
             .store
             .revision(rev)
@@ -282,41 +284,54 @@ impl Rollout {
         started: Instant,
     ) -> Result<u64, String> {
         let mut problems = Vec::new();
-        match &self.previous {
-            Some(prev) => {
-                // Every gateway that was sent the new revision goes back, the failed ones
-                // too (they restored their own state; this puts the revision number back).
-                let back: Vec<&GatewayState> = sent
-                    .iter()
-                    .filter_map(|g| prev.gateway(&g.gateway))
-                    .collect();
-                for g in &back {
-                    tell(
-                        tx,
-                        progress(
-                            prev.id,
-                            &g.gateway,
-                            "reverting",
-                            format!("to revision {}", prev.id),
-                            started,
-                        ),
-                    )
-                    .await;
-                }
-                for r in join_all(back.iter().map(|g| push(ctl, g, prev.id, "revert"))).await {
-                    if !r.ok {
-                        problems.push(format!("{} could not go back: {}", r.gateway, r.error));
+        // Every gateway that was sent the new revision goes back, the failed ones too (they
+        // restored their own state; this puts the revision number back): onto the previous
+        // revision, or, for a gateway the previous revision does not name (or when there is
+        // none, the first revision failing), onto its pre-controller state as revision 0.
+        let back: Vec<(u64, GatewayState, String)> = sent
+            .iter()
+            .map(|g| {
+                match self
+                    .previous
+                    .as_ref()
+                    .and_then(|p| p.gateway(&g.gateway).map(|s| (p.id, s)))
+                {
+                    Some((id, s)) => (id, s.clone(), format!("to revision {id}")),
+                    None => {
+                        let (s, what) = ctl.baseline(&g.gateway);
+                        (0, s, format!("to revision 0, {what}"))
                     }
-                    tell(tx, row_progress(&r, "reverted", started)).await;
-                    rows.push(r);
                 }
-                for g in sent.iter().filter(|g| prev.gateway(&g.gateway).is_none()) {
-                    problems.push(format!("{} is new in revision {rev} and has no previous state; it keeps what it applied", g.gateway));
+            })
+            .collect();
+        for (id, g, what) in &back {
+            tell(
+                tx,
+                progress(*id, &g.gateway, "reverting", what.clone(), started),
+            )
+            .await;
+        }
+        let pushes = back.iter().map(|(id, g, _)| push(ctl, g, *id, "revert"));
+        for r in join_all(pushes).await {
+            if !r.ok {
+                problems.push(format!("{} could not go back: {}", r.gateway, r.error));
+                if r.revision == 0 {
+                    // Not covered by any applied revision: put back when it next reports.
+                    if let Err(e) = ctl.store.add_pending_revert(
+                        &r.gateway,
+                        rev,
+                        "its revert to revision 0 failed during a rollback",
+                    ) {
+                        tracing::error!(gateway = %r.gateway, error = %format!("{e:#}"), "could not queue a revert");
+                    }
                 }
+            } else if r.revision == 0 {
+                let _ = ctl
+                    .store
+                    .clear_pending_reverts(std::slice::from_ref(&r.gateway));
             }
-            None => problems.push(
-                "no previous revision to go back to; gateways that applied keep this state".into(),
-            ),
+            tell(tx, row_progress(&r, "reverted", started)).await;
+            rows.push(r);
         }
         let mut message = format!("rolled back: {}", failed.join("; "));
         if !problems.is_empty() {

@@ -54,6 +54,17 @@ pub fn gateways(ctl: &Controller) -> Vec<GatewayStatus> {
                         PENDING,
                         format!("on revision {}, not {id}", r.applied_revision),
                     ),
+                    None if current.is_none() && r.applied_revision == 0 => (
+                        PENDING,
+                        "no revision applied yet; on its pre-controller state (revision 0)".into(),
+                    ),
+                    None if current.is_none() => (
+                        PENDING,
+                        format!(
+                            "no revision applied yet, but it reports revision {}",
+                            r.applied_revision
+                        ),
+                    ),
                     None => (PENDING, "not part of the current revision".into()),
                 }
             };

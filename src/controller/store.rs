@@ -51,6 +51,21 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash TEXT NOT NULL,
     hash      TEXT NOT NULL
 );
+-- What each gateway's agent enforced before its first controller revision, as it sent it
+-- (JSON of a GatewayState): what "revision 0" puts back.
+CREATE TABLE IF NOT EXISTS baselines (
+    gateway TEXT PRIMARY KEY,
+    state   TEXT NOT NULL,
+    at_ms   INTEGER NOT NULL
+);
+-- Gateways that took a revision which did not roll out completely and that are in no
+-- applied revision: put back on their baseline (revision 0) when they next report a
+-- controller revision. Cleared by that revert or by an applied revision naming them.
+CREATE TABLE IF NOT EXISTS pending_reverts (
+    gateway  TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    reason   TEXT NOT NULL
+);
 -- Append-only through this interface; the hash chain makes edits that bypass it evident.
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
@@ -281,12 +296,120 @@ impl Store {
         rows.map(|r| Self::finish(r?)).collect()
     }
 
-    /// Revisions left `rolling-out` by a controller that died mid-rollout.
-    pub fn fail_unfinished(&self) -> Result<usize> {
-        Ok(self.conn().execute(
-            "UPDATE revisions SET status = 'failed', message = 'controller stopped during the rollout' WHERE status = 'rolling-out'",
+    /// Revisions left `rolling-out` by a controller that died mid-rollout, oldest first.
+    pub fn unfinished(&self) -> Result<Vec<Revision>> {
+        let c = self.conn();
+        let mut stmt = c.prepare(&format!(
+            "SELECT {} FROM revisions WHERE status = 'rolling-out' ORDER BY id ASC",
+            Self::COLUMNS
+        ))?;
+        let rows = stmt.query_map([], Self::row_to_revision)?;
+        rows.map(|r| Self::finish(r?)).collect()
+    }
+
+    /// Marks an unfinished revision failed and queues the reverts of the gateways it named
+    /// that no applied revision covers, in one transaction (a second crash half-way through
+    /// recovery finds the same work to do).
+    pub fn fail_interrupted(&self, id: u64, message: &str, reverts: &[String]) -> Result<()> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        tx.execute(
+            "UPDATE revisions SET status = 'failed', message = ?1 WHERE id = ?2 AND status = 'rolling-out'",
+            params![message, to_i64(id)],
+        )?;
+        for g in reverts {
+            tx.execute(
+                "INSERT OR REPLACE INTO pending_reverts (gateway, revision, reason) VALUES (?1, ?2, ?3)",
+                params![g, to_i64(id), message],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn add_pending_revert(&self, gateway: &str, revision: u64, reason: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO pending_reverts (gateway, revision, reason) VALUES (?1, ?2, ?3)",
+            params![gateway, to_i64(revision), reason],
+        )?;
+        Ok(())
+    }
+
+    /// The revision a gateway must be put back from, if it has a pending revert.
+    pub fn pending_revert(&self, gateway: &str) -> Result<Option<u64>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT revision FROM pending_reverts WHERE gateway = ?1",
+                [gateway],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(to_u64))
+    }
+
+    pub fn clear_pending_reverts(&self, gateways: &[String]) -> Result<()> {
+        let mut c = self.conn();
+        let tx = c.transaction()?;
+        for g in gateways {
+            tx.execute("DELETE FROM pending_reverts WHERE gateway = ?1", [g])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn set_baseline(&self, gateway: &str, state_json: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO baselines (gateway, state, at_ms) VALUES (?1, ?2, ?3)",
+            params![gateway, state_json, to_i64(now_ms())],
+        )?;
+        Ok(())
+    }
+
+    /// The pre-controller state a gateway's agent sent, if any.
+    pub fn baseline(&self, gateway: &str) -> Result<Option<GatewayState>> {
+        let raw: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT state FROM baselines WHERE gateway = ?1",
+                [gateway],
+                |r| r.get(0),
+            )
+            .optional()?;
+        raw.map(|j| {
+            serde_json::from_str(&j).with_context(|| format!("baseline of {gateway} unreadable"))
+        })
+        .transpose()
+    }
+
+    /// Apply results of one revision, in the order recorded.
+    pub fn results(&self, revision: u64) -> Result<Vec<ApplyRow>> {
+        let c = self.conn();
+        let mut stmt = c.prepare(
+            "SELECT revision, gateway, phase, ok, error, changes, elapsed_ms, at_ms FROM apply_results WHERE revision = ?1 ORDER BY rowid ASC",
+        )?;
+        let rows = stmt.query_map([to_i64(revision)], |r| {
+            Ok(ApplyRow {
+                revision: to_u64(r.get(0)?),
+                gateway: r.get(1)?,
+                phase: r.get(2)?,
+                ok: r.get(3)?,
+                error: r.get(4)?,
+                changes: r.get(5)?,
+                elapsed_ms: r.get(6)?,
+                at_ms: to_u64(r.get(7)?),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// How many revisions are stored (for tests and diagnostics).
+    pub fn revision_count(&self) -> Result<u64> {
+        Ok(to_u64(self.conn().query_row(
+            "SELECT COUNT(*) FROM revisions",
             [],
-        )?)
+            |r| r.get(0),
+        )?))
     }
 
     pub fn record_results(&self, rows: &[ApplyRow]) -> Result<()> {
