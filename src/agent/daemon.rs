@@ -7,7 +7,7 @@ use super::reconcile::Reconciler;
 use super::state::{Persisted, StateDir};
 use crate::compile::firewall::closed_state;
 use crate::compile::GatewayState;
-use crate::dataplane::monitor::{watch_rtnetlink, KernelEvent};
+use crate::dataplane::monitor::{watch_netconf, watch_rtnetlink, KernelEvent};
 use crate::dataplane::net::Net;
 use crate::dataplane::nft::{watch_nft, NftSession};
 use anyhow::{anyhow, Context, Result};
@@ -303,6 +303,7 @@ async fn watch(
 ) -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<KernelEvent>();
     watch_rtnetlink(tx.clone())?;
+    watch_netconf(tx.clone())?;
     watch_nft(&agent.rec.desired().table.name, tx)?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;

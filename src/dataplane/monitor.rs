@@ -65,3 +65,46 @@ pub fn watch_rtnetlink(events: UnboundedSender<KernelEvent>) -> Result<()> {
     });
     Ok(())
 }
+
+/// Subscribes to sysctl changes in the current network namespace: forwarding and rp_filter
+/// writes are announced as RTM_NEWNETCONF on the netconf groups, which the rtnetlink crate
+/// cannot decode (it drops them), so they are read on a socket of their own, by a thread.
+/// Without this a sysctl changed behind the agent's back waited for the periodic check.
+pub fn watch_netconf(events: UnboundedSender<KernelEvent>) -> Result<()> {
+    use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+    const RTNLGRP_IPV4_NETCONF: u32 = 24;
+    const RTNLGRP_IPV6_NETCONF: u32 = 25;
+    let mut sock = Socket::new(NETLINK_ROUTE).context("opening a netconf netlink socket")?;
+    sock.bind_auto()
+        .context("binding the netconf netlink socket")?;
+    for group in [RTNLGRP_IPV4_NETCONF, RTNLGRP_IPV6_NETCONF] {
+        sock.add_membership(group)
+            .context("subscribing to the netconf groups")?;
+    }
+    std::thread::Builder::new()
+        .name("netconf-events".into())
+        .spawn(move || {
+            let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+            loop {
+                buf.clear();
+                let what = match sock.recv_from(&mut buf, 0) {
+                    Ok(_) => "sysctl changed (netconf)",
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // ENOBUFS: notifications were lost; ask for a full check.
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        "netlink error on the netconf socket"
+                    }
+                };
+                let event = KernelEvent {
+                    at: Instant::now(),
+                    what: what.into(),
+                };
+                if events.send(event).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("starting the netconf watcher")?;
+    Ok(())
+}
