@@ -5,6 +5,7 @@ mod control_util;
 
 use control_util::*;
 use std::time::Duration;
+use tiernet::agent::noop::{link_config, NoopAgent, Seen};
 use tiernet::controller::Settings;
 use tiernet::proto::v1::*;
 
@@ -446,4 +447,96 @@ async fn expired_flows_leave_the_gateways_as_a_new_revision_when_the_day_ends() 
         "the expired flow is gone from gw-core"
     );
     assert_eq!(core.seen().revision, Some(2));
+}
+
+/// A state that is not the closed one: what a gateway enforced before it joined the
+/// controller (here: the closed state without its input chain).
+fn standalone(gateway: &str) -> tiernet::compile::GatewayState {
+    let mut s = tiernet::compile::firewall::closed_state(gateway);
+    s.table.chains.truncate(1);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_first_revision_puts_gateways_back_on_their_pre_controller_state() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctl = Controller::start(&pki, &dir.path().join("store.db")).await;
+    let before = |gw: &str| Seen {
+        received: Vec::new(),
+        revision: None,
+        state: Some(standalone(gw)),
+    };
+    let cfg = |gw: &str| link_config(&ctl.url, gw, Some(pki.files(gw)));
+    let core = NoopAgent::start(cfg("gw-core"), before("gw-core"));
+    let his = NoopAgent::start(cfg("gw-his"), before("gw-his"));
+    let mut alice = admin(&ctl, &pki, "alice").await;
+    wait_connected(&mut alice, 2).await;
+
+    his.fail_on(1);
+    let err = apply(&mut alice, REFERENCE, Some(0))
+        .await
+        .expect_err("the first rollout fails");
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
+    assert!(
+        err.message().contains("gw-his") && err.message().contains("revision 0"),
+        "{}",
+        err.message()
+    );
+    // All or nothing: gw-core applied revision 1 and went back to exactly what it had.
+    assert_eq!(
+        core.seen().received,
+        vec![1, 0],
+        "gw-core: 1, then back to 0"
+    );
+    assert_eq!(core.seen().state, Some(standalone("gw-core")));
+    assert_eq!(core.seen().revision, Some(0));
+    assert_eq!(his.seen().received, vec![0], "gw-his never took revision 1");
+    assert_eq!(his.seen().state, Some(standalone("gw-his")));
+
+    let s = status(&mut alice).await;
+    assert_eq!(s.current_revision, 0);
+    for g in &s.gateways {
+        assert!(g.connected && g.applied_revision == 0, "{g:?}");
+        assert!(g.detail.contains("revision 0"), "{g:?}");
+    }
+    let h = alice
+        .history(HistoryRequest { limit: 10 })
+        .await
+        .expect("history")
+        .into_inner();
+    assert_eq!(h.current_revision, 0);
+    assert_eq!(h.revisions[0].status, "failed");
+    assert!(
+        h.revisions[0].message.contains("rolled back to revision 0"),
+        "{}",
+        h.revisions[0].message
+    );
+    assert!(
+        !h.revisions[0].message.contains("keep"),
+        "no gateway keeps the failed revision: {}",
+        h.revisions[0].message
+    );
+
+    // The controller keeps the baseline: an agent restarted with nothing to tell (it lost
+    // its memory of what it had) still goes back to it. A later good revision just applies.
+    drop(core);
+    let core = NoopAgent::start(cfg("gw-core"), Seen::default());
+    wait_connected(&mut alice, 2).await;
+    his.fail_on(2);
+    apply(&mut alice, REFERENCE, Some(0))
+        .await
+        .expect_err("gw-his fails again");
+    assert_eq!(core.seen().received, vec![2, 0]);
+    assert_eq!(
+        core.seen().state,
+        Some(standalone("gw-core")),
+        "the controller kept gw-core's baseline from its first connection"
+    );
+    his.fail.lock().expect("lock").clear();
+    apply(&mut alice, REFERENCE, Some(0))
+        .await
+        .expect("revision 3 applies");
+    assert_eq!(core.seen().revision, Some(3));
+    assert_eq!(status(&mut alice).await.current_revision, 3);
 }

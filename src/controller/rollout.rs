@@ -333,7 +333,15 @@ impl Rollout {
             tell(tx, row_progress(&r, "reverted", started)).await;
             rows.push(r);
         }
-        let mut message = format!("rolled back: {}", failed.join("; "));
+        let to_prev = self.previous.as_ref().map_or(0, |p| p.id);
+        let mut message = if to_prev == 0 {
+            format!(
+                "rolled back to revision 0 (each gateway's pre-controller state): {}",
+                failed.join("; ")
+            )
+        } else {
+            format!("rolled back to revision {to_prev}: {}", failed.join("; "))
+        };
         if !problems.is_empty() {
             message.push_str(&format!(" ({})", problems.join("; ")));
         }
