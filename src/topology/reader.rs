@@ -24,6 +24,12 @@ pub fn parse(text: &str) -> (Option<Topology>, Vec<Diagnostic>) {
         );
         return (None, r.diags);
     }
+    // A byte order mark (editors on Windows write one) is not part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(d) = before_yaml(text) {
+        r.diags.push(d);
+        return (None, r.diags);
+    }
     let options = LoaderOptions::default()
         .error_on_duplicate_keys(true)
         .toplevel_mapping();
@@ -34,8 +40,104 @@ pub fn parse(text: &str) -> (Option<Topology>, Vec<Diagnostic>) {
             return (None, r.diags);
         }
     };
+    // marked-yaml reads the first document of a stream and ignores the rest unread.
+    if let Some(pos) = second_document(text) {
+        r.err(
+            "syntax",
+            pos,
+            "a second YAML document starts here; a topology file holds exactly one, and the rest would be ignored",
+        );
+    }
     let topo = r.topology(&root);
     (topo, r.diags)
+}
+
+/// Deepest indentation, counting compact `- `/`? ` indicators, that the YAML parser is
+/// given. Its parser recurses once per block level (flow levels it limits itself), so a
+/// small hostile file of `- - - - …` would otherwise overflow the stack.
+pub const MAX_INDENT: usize = 64;
+
+/// What must be refused before the YAML parser sees the text: characters YAML forbids
+/// (the parser stops at a NUL and silently drops the rest of the file; control characters
+/// would reach names and terminals) and nesting deep enough to exhaust the stack.
+fn before_yaml(text: &str) -> Option<Diagnostic> {
+    for (i, line) in text.split('\n').enumerate() {
+        let pos = |col: usize| Pos {
+            line: i as u32 + 1,
+            col: col as u32 + 1,
+        };
+        if let Some((col, c)) = line.chars().enumerate().find(|&(_, c)| !yaml_printable(c)) {
+            return Some(Diagnostic::error(
+                "syntax",
+                pos(col),
+                format!(
+                    "control character U+{:04X} is not allowed in a topology file",
+                    c as u32
+                ),
+            ));
+        }
+        let depth = indentation(line);
+        if depth > MAX_INDENT {
+            return Some(Diagnostic::error(
+                "syntax",
+                pos(0),
+                format!("nesting is too deep: indentation reaches column {depth}; at most {MAX_INDENT} is accepted"),
+            ));
+        }
+    }
+    None
+}
+
+/// YAML 1.2's printable set (c-printable), with '\r' allowed as part of a line end.
+fn yaml_printable(c: char) -> bool {
+    matches!(c, '\t' | '\r' | ' '..='~' | '\u{85}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+}
+
+/// The column where a line's content starts, after spaces and compact block indicators.
+fn indentation(line: &str) -> usize {
+    let b = line.as_bytes();
+    let mut i = 0;
+    loop {
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
+        }
+        let indicator = i < b.len() && matches!(b[i], b'-' | b'?' | b':');
+        if indicator && (i + 1 == b.len() || matches!(b[i + 1], b' ' | b'\t' | b'\r')) {
+            i += 1;
+            continue;
+        }
+        return i;
+    }
+}
+
+/// Where a second document starts: a `---` after content, or anything but comments after
+/// a `...`. Document markers are only markers in column 1, where no scalar may continue.
+fn second_document(text: &str) -> Option<Pos> {
+    let (mut content, mut ended) = (false, false);
+    for (i, line) in text.split('\n').enumerate() {
+        let marker = |m: &str| {
+            line.strip_prefix(m)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+        };
+        let blank = line.trim().is_empty() || line.trim_start().starts_with('#');
+        let pos = Pos {
+            line: i as u32 + 1,
+            col: 1,
+        };
+        if marker("---") {
+            if content || ended {
+                return Some(pos);
+            }
+            content = true;
+        } else if marker("...") {
+            ended = true;
+        } else if ended && !blank {
+            return Some(pos);
+        } else if !blank && !(line.starts_with('%') && !content) {
+            content = true;
+        }
+    }
+    None
 }
 
 fn marker_pos(m: &marked_yaml::Marker) -> Pos {
@@ -46,7 +148,13 @@ fn marker_pos(m: &marked_yaml::Marker) -> Pos {
 }
 
 fn node_pos(node: &Node) -> Pos {
-    node.span().start().map(marker_pos).unwrap_or_default()
+    let pos = node.span().start().map(marker_pos).unwrap_or_default();
+    match node.as_mapping().and_then(|m| m.keys().next()) {
+        // A block mapping's own mark lies on its first ':'; its first key is where it
+        // starts. (A flow mapping's lies on its '{'.)
+        Some(key) if scalar_pos(key) < pos => scalar_pos(key),
+        _ => pos,
+    }
 }
 
 fn scalar_pos(node: &MarkedScalarNode) -> Pos {
@@ -111,6 +219,15 @@ impl<'n> Fields<'n> {
     fn get(&self, key: &str) -> Option<&'n Node> {
         self.map.get_node(key)
     }
+
+    /// Where a value is: an empty one (`name:`) has no text of its own, and the parser marks
+    /// it at whatever follows, often the next line; its key is where it is missing.
+    fn value_pos(&self, key: &str, value: &MarkedScalarNode) -> Pos {
+        match self.map.keys().find(|k| k.as_str() == key) {
+            Some(k) if value.as_str().is_empty() => scalar_pos(k),
+            _ => scalar_pos(value),
+        }
+    }
 }
 
 impl Reader {
@@ -130,8 +247,6 @@ impl Reader {
             self.err("type", pos, format!("{what} must be a mapping"));
             return None;
         };
-        // A block mapping's own mark lies on its first ':'; its first key is where it starts.
-        let pos = map.keys().next().map_or(pos, scalar_pos);
         for key in map.keys() {
             if !allowed.contains(&key.as_str()) {
                 let hint = crate::diag::closest(key.as_str(), allowed.iter().copied())
@@ -168,7 +283,7 @@ impl Reader {
     fn opt_str(&mut self, f: &Fields, key: &str) -> Option<Sp<String>> {
         let node = f.get(key)?;
         let s = self.scalar(node, &format!("'{key}' of {}", f.what))?;
-        Some(Sp::new(s.as_str().to_string(), scalar_pos(s)))
+        Some(Sp::new(s.as_str().to_string(), f.value_pos(key, s)))
     }
 
     fn req_str(&mut self, f: &Fields, key: &str) -> Option<Sp<String>> {
@@ -235,6 +350,11 @@ impl Reader {
         rule: &'static str,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Option<Vec<Sp<T>>> {
+        let key = if f.get(singular).is_some() {
+            singular
+        } else {
+            plural
+        };
         let node = match (f.get(singular), f.get(plural)) {
             // `from`, `to`, `ports`: one key serves as both forms.
             (Some(_), Some(n)) if singular != plural => {
@@ -258,13 +378,10 @@ impl Reader {
             else {
                 continue;
             };
+            let pos = f.value_pos(key, s);
             match parse(s.as_str().trim()) {
-                Ok(v) => out.push(Sp::new(v, scalar_pos(s))),
-                Err(msg) => self.err(
-                    rule,
-                    scalar_pos(s),
-                    format!("{} in {}: {msg}", s.as_str(), f.what),
-                ),
+                Ok(v) => out.push(Sp::new(v, pos)),
+                Err(msg) => self.err(rule, pos, format!("{} in {}: {msg}", s.as_str(), f.what)),
             }
         }
         Some(out)
@@ -646,9 +763,8 @@ fn parse_addr(s: &str) -> Result<IpAddr, String> {
 
 /// A subnet must be written as its network address (`10.1.10.0/24`, not `10.1.10.5/24`).
 pub fn parse_subnet(s: &str) -> Result<IpNet, String> {
-    let net: IpNet = s
-        .parse()
-        .map_err(|_| format!("expected a subnet such as 10.1.10.0/24, found '{s}'"))?;
+    let net: IpNet = parse_net(s)
+        .ok_or_else(|| format!("expected a subnet such as 10.1.10.0/24, found '{s}'"))?;
     if net.network() != net.addr() {
         return Err(format!("host bits set; the subnet is {}", net.trunc()));
     }
@@ -657,9 +773,17 @@ pub fn parse_subnet(s: &str) -> Result<IpNet, String> {
 
 /// An interface address keeps its host part (`198.51.100.2/30`).
 fn parse_interface_address(s: &str) -> Result<IpNet, String> {
-    s.parse().map_err(|_| {
+    parse_net(s).ok_or_else(|| {
         format!("expected an address with prefix length such as 198.51.100.2/30, found '{s}'")
     })
+}
+
+/// `ADDRESS/LEN` with the address as strict as a plain address: ipnet alone would read
+/// `010.003.030.000/24` as 10.3.30.0/24, where other tools read 010 as octal 8.
+fn parse_net(s: &str) -> Option<IpNet> {
+    let (addr, _) = s.split_once('/')?;
+    addr.parse::<IpAddr>().ok()?;
+    s.parse().ok()
 }
 
 /// A host address becomes a full-length prefix; a prefix must be its network address.
