@@ -540,3 +540,182 @@ async fn failed_first_revision_puts_gateways_back_on_their_pre_controller_state(
     assert_eq!(core.seen().revision, Some(3));
     assert_eq!(status(&mut alice).await.current_revision, 3);
 }
+
+/// `tiernet plan FILE` against the controller as alice, `--output` text or json.
+async fn plan_cli(ctl: &Controller, pki: &Pki, file: &std::path::Path, json: bool) -> String {
+    let f = pki.files("alice");
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tiernet"));
+    cmd.arg("plan")
+        .arg(file)
+        .args(["--controller", &ctl.url])
+        .arg("--ca")
+        .arg(&f.ca)
+        .arg("--cert")
+        .arg(&f.cert)
+        .arg("--key")
+        .arg(&f.key);
+    if json {
+        cmd.args(["--output", "json"]);
+    }
+    let out = cmd.output().await.expect("tiernet plan runs");
+    assert!(
+        out.status.success(),
+        "tiernet plan: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn plan_of<'a>(reply: &'a PlanReply, gateway: &str) -> &'a GatewayPlan {
+    reply
+        .gateways
+        .iter()
+        .find(|g| g.gateway == gateway)
+        .unwrap_or_else(|| panic!("{gateway} in {reply:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_compares_each_gateway_with_the_revision_its_agent_reports() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctl = Controller::start(&pki, &dir.path().join("store.db")).await;
+    let cfg = |gw: &str| link_config(&ctl.url, gw, Some(pki.files(gw)));
+    let core = NoopAgent::start(cfg("gw-core"), Seen::default());
+    let his = NoopAgent::start(cfg("gw-his"), Seen::default());
+    let mut alice = admin(&ctl, &pki, "alice").await;
+    wait_connected(&mut alice, 2).await;
+    apply(&mut alice, REFERENCE, Some(0)).await.expect("rev 1");
+    let core_rev1 = core.seen();
+    apply(&mut alice, &changed_reference(), Some(1))
+        .await
+        .expect("rev 2");
+
+    // gw-core's agent comes back lagging on revision 1 (say, restored from a backup) and
+    // cannot apply revision 2: it stays on 1.
+    drop(core);
+    let core = NoopAgent::start(cfg("gw-core"), core_rev1.clone());
+    core.fail_on(2);
+    wait_until(Duration::from_secs(10), "gw-core back on 1", async || {
+        status(&mut alice)
+            .await
+            .gateways
+            .iter()
+            .any(|g| g.gateway == "gw-core" && g.connected && g.applied_revision == 1)
+    })
+    .await;
+    assert_eq!(core.seen().revision, Some(1));
+
+    let planner = alice.clone();
+    let plan = |t: String| {
+        let mut a = planner.clone();
+        async move {
+            a.plan(TopologyRequest {
+                name: "t.yaml".into(),
+                topology: t,
+            })
+            .await
+            .expect("plan")
+            .into_inner()
+        }
+    };
+    // The topology of revision 2: nothing to do on gw-his (on 2); on gw-core, what 2
+    // changed from 1, because that is what gw-core enforces.
+    let p = plan(changed_reference()).await;
+    assert_eq!(p.current_revision, 2);
+    let c = plan_of(&p, "gw-core");
+    assert_eq!(
+        (
+            c.agent_state.as_str(),
+            c.reported_revision,
+            c.against_revision
+        ),
+        ("NOT_IN_SYNC", 1, 1),
+        "{c:?}"
+    );
+    assert!(!c.changes.is_empty(), "{c:?}");
+    assert!(
+        c.changes.iter().all(|l| l.starts_with("- "))
+            && c.changes.iter().any(|l| l.contains("thin-client")),
+        "gw-core loses the thin-client flow it still has: {c:?}"
+    );
+    assert!(c.note.contains("revision 1"), "{c:?}");
+    let h = plan_of(&p, "gw-his");
+    assert_eq!(
+        (h.agent_state.as_str(), h.against_revision, h.changes.len()),
+        ("IN_SYNC", 2, 0),
+        "{h:?}"
+    );
+    // The topology of revision 1: nothing for gw-core.
+    let p = plan(REFERENCE.to_string()).await;
+    assert!(plan_of(&p, "gw-core").changes.is_empty(), "{p:?}");
+
+    // The CLI shows it, as a table and as JSON.
+    let file = dir.path().join("v2.yaml");
+    std::fs::write(&file, changed_reference()).expect("write");
+    let text = plan_cli(&ctl, &pki, &file, false).await;
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("gw-core ") && l.contains("NOT_IN_SYNC"))
+        .unwrap_or_else(|| panic!("gw-core row in:\n{text}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[..4], ["gw-core", "NOT_IN_SYNC", "1", "1"], "{text}");
+    assert!(text.contains("against revision 1"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&plan_cli(&ctl, &pki, &file, true).await).expect("json");
+    let gws = json["gateways"].as_array().expect("gateways");
+    let jc = gws
+        .iter()
+        .find(|g| g["gateway"] == "gw-core")
+        .expect("gw-core");
+    assert_eq!(jc["agent_state"], "NOT_IN_SYNC", "{json}");
+    assert_eq!(jc["against_revision"], 1, "{json}");
+    assert_eq!(jc["reported_revision"], 1, "{json}");
+
+    // Not connected: against the current revision, said so. Unknown revision: likewise.
+    drop(his);
+    wait_until(Duration::from_secs(10), "gw-his gone", async || {
+        !status(&mut alice)
+            .await
+            .gateways
+            .iter()
+            .any(|g| g.gateway == "gw-his" && g.connected)
+    })
+    .await;
+    let p = plan(changed_reference()).await;
+    let h = plan_of(&p, "gw-his");
+    assert_eq!(
+        (h.agent_state.as_str(), h.connected, h.against_revision),
+        ("UNREACHABLE", false, 2),
+        "{h:?}"
+    );
+    let odd = Seen {
+        received: Vec::new(),
+        revision: Some(99),
+        state: core_rev1.state.clone().map(|mut s| {
+            s.gateway = "gw-his".into();
+            s
+        }),
+    };
+    let his = NoopAgent::start(cfg("gw-his"), odd);
+    his.fail_on(2);
+    wait_until(Duration::from_secs(10), "gw-his on 99", async || {
+        status(&mut alice)
+            .await
+            .gateways
+            .iter()
+            .any(|g| g.gateway == "gw-his" && g.connected && g.applied_revision == 99)
+    })
+    .await;
+    let p = plan(changed_reference()).await;
+    let h = plan_of(&p, "gw-his");
+    assert_eq!(
+        (
+            h.agent_state.as_str(),
+            h.reported_revision,
+            h.against_revision
+        ),
+        ("UNKNOWN_REVISION", 99, 2),
+        "{h:?}"
+    );
+    assert!(h.note.contains("no copy"), "{h:?}");
+}

@@ -73,7 +73,35 @@ async fn go(cmd: ControlCommand) -> Result<ExitCode, ExitCode> {
                 for w in &reply.warnings {
                     eprintln!("{}", w.rendered);
                 }
-                println!("against revision {}:", reply.current_revision);
+                println!(
+                    "current revision {}; each gateway planned against what its agent reports:",
+                    reply.current_revision
+                );
+                let rows: Vec<Vec<String>> = reply
+                    .gateways
+                    .iter()
+                    .map(|g| {
+                        vec![
+                            g.gateway.clone(),
+                            g.agent_state.clone(),
+                            if g.connected {
+                                g.reported_revision.to_string()
+                            } else {
+                                "-".into()
+                            },
+                            g.against_revision.to_string(),
+                            g.changes.len().to_string(),
+                            g.note.clone(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    render(
+                        &["GATEWAY", "AGENT", "REPORTED", "AGAINST", "CHANGES", "NOTE"],
+                        &rows
+                    )
+                );
                 print_plans(&reply.gateways);
             }
             Ok(ExitCode::SUCCESS)
@@ -270,11 +298,20 @@ fn print_plans(plans: &[GatewayPlan]) {
         } else {
             "NOT CONNECTED"
         };
+        let against = if g.agent_state.is_empty() {
+            String::new()
+        } else {
+            format!(", against revision {}", g.against_revision)
+        };
         if g.changes.is_empty() {
-            println!("{} ({conn}): no change", g.gateway);
+            println!("{} ({conn}{against}): no change", g.gateway);
             continue;
         }
-        println!("{} ({conn}): {} changes", g.gateway, g.changes.len());
+        println!(
+            "{} ({conn}{against}): {} changes",
+            g.gateway,
+            g.changes.len()
+        );
         for c in &g.changes {
             println!("  {c}");
         }

@@ -70,6 +70,117 @@ fn plans(
         .collect()
 }
 
+pub const PLAN_IN_SYNC: &str = "IN_SYNC";
+pub const PLAN_NOT_IN_SYNC: &str = "NOT_IN_SYNC";
+pub const PLAN_DRIFTED: &str = "DRIFTED";
+pub const PLAN_UNREACHABLE: &str = "UNREACHABLE";
+pub const PLAN_UNKNOWN_REVISION: &str = "UNKNOWN_REVISION";
+
+/// Per gateway, what applying `new` would change against what that gateway's agent
+/// reports it enforces: the revision it reports (checked against the stored state by
+/// digest), its pre-controller state for revision 0, or the current revision when it is
+/// not connected or reports something the controller has no copy of (then said so).
+fn plan_against_agents(
+    ctl: &Controller,
+    current: Option<&StoredRevision>,
+    new: &[crate::compile::GatewayState],
+) -> anyhow::Result<Vec<GatewayPlan>> {
+    use crate::proto::state_digest;
+    let current_id = current.map_or(0, |c| c.id);
+    let mut names: Vec<String> = new.iter().map(|g| g.gateway.clone()).collect();
+    for g in current.map(|c| c.gateway_names()).unwrap_or_default() {
+        if !names.contains(&g) {
+            names.push(g);
+        }
+    }
+    let mut revisions: std::collections::HashMap<u64, Option<StoredRevision>> = Default::default();
+    let mut out = Vec::new();
+    for name in names {
+        let on_current = current.and_then(|c| c.gateway(&name)).cloned();
+        let fallback = |why: String| (current_id, on_current.clone(), why);
+        let view = ctl.hub.view(&name);
+        let (agent_state, reported, (against, base, note)) = match &view {
+            None => (
+                PLAN_UNREACHABLE,
+                0,
+                fallback(format!(
+                    "agent not connected: planned against revision {current_id}, the one it should be on"
+                )),
+            ),
+            Some(v) => {
+                let r = &v.report;
+                // What the reported revision's state for this gateway is, if known.
+                let known: Option<crate::compile::GatewayState> = if r.applied_revision == 0 {
+                    let (b, _) = ctl.baseline(&name);
+                    Some(b)
+                } else {
+                    let rev = match revisions.get(&r.applied_revision) {
+                        Some(x) => x.clone(),
+                        None => {
+                            let x = ctl.store.revision(r.applied_revision)?;
+                            revisions.insert(r.applied_revision, x.clone());
+                            x
+                        }
+                    };
+                    rev.and_then(|x| x.gateway(&name).cloned())
+                };
+                let known = known.filter(|s| state_digest(s) == r.state_digest);
+                match known {
+                    None => (
+                        PLAN_UNKNOWN_REVISION,
+                        r.applied_revision,
+                        fallback(format!(
+                            "agent reports revision {} with a state the controller has no copy of: planned against revision {current_id}",
+                            r.applied_revision
+                        )),
+                    ),
+                    Some(state) => {
+                        let what = if r.applied_revision == 0 {
+                            "revision 0 (its pre-controller state)".to_string()
+                        } else {
+                            format!("revision {}", r.applied_revision)
+                        };
+                        let (agent_state, note) = if !r.in_sync {
+                            (
+                                PLAN_DRIFTED,
+                                format!(
+                                    "agent on {what} but reports drift it has not reverted ({}): the kernel may differ from this plan",
+                                    v.drift.clone().unwrap_or_else(|| "not in sync".into())
+                                ),
+                            )
+                        } else if r.applied_revision == current_id {
+                            (PLAN_IN_SYNC, String::new())
+                        } else {
+                            (
+                                PLAN_NOT_IN_SYNC,
+                                format!(
+                                    "agent on {what}, not on the current revision {current_id}: planned against what it enforces"
+                                ),
+                            )
+                        };
+                        (
+                            agent_state,
+                            r.applied_revision,
+                            (r.applied_revision, Some(state), note),
+                        )
+                    }
+                }
+            }
+        };
+        let w = new.iter().find(|g| g.gateway == name);
+        out.push(GatewayPlan {
+            changes: diff::gateway_changes(base.as_ref(), w),
+            connected: view.is_some(),
+            gateway: name,
+            against_revision: against,
+            agent_state: agent_state.into(),
+            reported_revision: reported,
+            note,
+        });
+    }
+    Ok(out)
+}
+
 fn optional(s: String) -> Option<String> {
     (!s.trim().is_empty()).then_some(s)
 }
@@ -108,14 +219,10 @@ impl Admin for AdminService {
         let today = self.ctl.today();
         let new = rollout::compile(&r.name, &r.topology, today)?;
         let current = self.ctl.current();
-        let old = current
-            .as_ref()
-            .map(|c| c.gateways.clone())
-            .unwrap_or_default();
         let (_, all) = diagnostics(&r.name, &r.topology, today);
         Ok(Response::new(PlanReply {
-            current_revision: current.map_or(0, |c| c.id),
-            gateways: plans(&old, &new, &self.ctl),
+            current_revision: current.as_ref().map_or(0, |c| c.id),
+            gateways: plan_against_agents(&self.ctl, current.as_deref(), &new).map_err(internal)?,
             warnings: all.into_iter().filter(|d| !d.error).collect(),
         }))
     }
