@@ -1,29 +1,16 @@
 //! tiernet-agent against a real kernel, in a network namespace each test creates and
 //! always removes. State is read back with `ip` and `nft` as independent witnesses.
 
+#[path = "common/kernel.rs"]
+mod kernel;
+
+use kernel::{
+    expected_ruleset, normalize, ok, run, untagged_reference, wait_for, CORE_PORTS, TODAY,
+};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const TODAY: &str = "2026-11-26";
-
-fn run(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use std::time::Duration;
 
 /// A named network namespace with the gateway's ports, deleted on drop (also on panic).
 struct Gateway {
@@ -41,22 +28,6 @@ impl Drop for Gateway {
         let _ = run(&["ip", "netns", "del", &self.ns]);
     }
 }
-
-/// The reference topology with untagged ports instead of VLANs (no 802.1Q on this kernel),
-/// rewritten the way the namespace lab does it: `segN` for segments, `trN` for transit.
-fn untagged_reference() -> String {
-    let text =
-        std::fs::read_to_string("topologies/clinical-research.yaml").expect("reference topology");
-    let (topo, diags) = tiernet::topology::parse(&text);
-    assert!(diags.is_empty(), "{diags:?}");
-    tiernet::lab::rewrite::untag(&text, &topo.expect("parsed"))
-        .expect("untag")
-        .0
-}
-
-const CORE_PORTS: &[&str] = &[
-    "seg110", "seg210", "seg310", "seg320", "eth3", "tr900", "eth0",
-];
 
 impl Gateway {
     fn new(tag: &str) -> Gateway {
@@ -207,79 +178,6 @@ impl Gateway {
     }
 }
 
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Drops what differs between two loads of the same ruleset: handles, counters, the
-/// metainfo block and table flags (owner/persist only exist on the agent's table).
-fn normalize(mut v: Value) -> Value {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                m.remove("handle");
-                m.remove("flags");
-                if let Some(c) = m.get_mut("counter") {
-                    *c = Value::Null;
-                }
-                m.values_mut().for_each(strip);
-            }
-            Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    if let Some(items) = v["nftables"].as_array_mut() {
-        items.retain(|i| i.get("metainfo").is_none());
-    }
-    strip(&mut v);
-    v
-}
-
-/// The ruleset `nft -f` makes of the rendered script, loaded in a scratch namespace.
-fn expected_ruleset(topology: &Path) -> Value {
-    let render = ok(&[
-        env!("CARGO_BIN_EXE_tiernet"),
-        "render",
-        topology.to_str().unwrap_or_default(),
-        "--gateway",
-        "gw-core",
-        "--today",
-        TODAY,
-    ]);
-    let scratch = format!("tnagent-ref-{}", std::process::id());
-    let _ = run(&["ip", "netns", "del", &scratch]);
-    ok(&["ip", "netns", "add", &scratch]);
-    let script = std::env::temp_dir().join(format!("{scratch}.nft"));
-    std::fs::write(&script, render).expect("script");
-    let load = run(&[
-        "ip",
-        "netns",
-        "exec",
-        &scratch,
-        "nft",
-        "-f",
-        script.to_str().unwrap_or_default(),
-    ]);
-    let list = run(&[
-        "ip", "netns", "exec", &scratch, "nft", "-j", "list", "ruleset",
-    ]);
-    let _ = run(&["ip", "netns", "del", &scratch]);
-    assert!(
-        load.status.success(),
-        "nft -f: {}",
-        String::from_utf8_lossy(&load.stderr)
-    );
-    normalize(serde_json::from_slice(&list.stdout).expect("nft json"))
-}
-
 #[test]
 fn apply_reads_back_exactly_and_twice_changes_nothing() {
     let gw = Gateway::new("apply");
@@ -290,7 +188,7 @@ fn apply_reads_back_exactly_and_twice_changes_nothing() {
     );
     assert_eq!(
         gw.ruleset(),
-        expected_ruleset(&gw.topology()),
+        expected_ruleset(&gw.topology(), "gw-core"),
         "kernel ruleset == nft -f of the rendered script"
     );
     assert_eq!(

@@ -4,68 +4,17 @@
 //! TLS with certificates from `tiernet pki`; every step through the `tiernet` CLI.
 //! Gateway state is read back with `nft` and `ip` as independent witnesses.
 
+#[path = "common/kernel.rs"]
+mod kernel;
+
+use kernel::{expected_ruleset, ok, untagged, wait_for, Ns, TODAY};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Output, Stdio};
+use std::time::Duration;
 
-const TODAY: &str = "2026-11-26";
 /// The management network lives only inside this test's namespaces.
 const CONTROLLER_IP: &str = "192.0.2.1";
-
-fn run(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The reference topology with untagged ports instead of VLANs (as tests/agent.rs does).
-fn untagged(text: &str) -> String {
-    let mut out = String::new();
-    let mut section = "";
-    for line in text.lines() {
-        let key = line.split('#').next().unwrap_or("").trim_end();
-        if !line.starts_with(' ') && key.ends_with(':') {
-            section = if line.starts_with("transit") {
-                "tr"
-            } else {
-                "seg"
-            };
-        }
-        match line.trim_start().strip_prefix("vlan: ") {
-            Some(id) => {
-                let indent = &line[..line.len() - line.trim_start().len()];
-                let id = id.split_whitespace().next().unwrap_or(id);
-                out.push_str(&format!("{indent}interface: {section}{id}\n"));
-            }
-            None => out.push_str(&format!("{line}\n")),
-        }
-    }
-    out
-}
 
 fn reference() -> String {
     untagged(
@@ -89,103 +38,6 @@ fn his_cannot_apply() -> String {
         anchor,
         "    gateway: gw-his\n  - name: his-lab\n    tier: hospital\n    interface: seg420\n    subnet: 10.4.20.0/24\n    gateway: gw-his\n\nservices:",
     )
-}
-
-struct Ns(String);
-
-impl Ns {
-    fn new(tag: &str) -> Ns {
-        // Unique per test thread too: tests of this file run in parallel in one process.
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("tncp-{tag}-{}-{n}", std::process::id());
-        let _ = run(&["ip", "netns", "del", &name]);
-        ok(&["ip", "netns", "add", &name]);
-        let ns = Ns(name);
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        let mut full = vec!["ip", "-n", &self.0];
-        full.extend_from_slice(args);
-        ok(&full)
-    }
-
-    fn exec(&self, args: &[&str]) -> Output {
-        let mut full = vec!["ip", "netns", "exec", &self.0];
-        full.extend_from_slice(args);
-        run(&full)
-    }
-
-    fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, program]);
-        c
-    }
-
-    fn ruleset(&self) -> Value {
-        let out = self.exec(&["nft", "-j", "list", "ruleset"]);
-        assert!(
-            out.status.success(),
-            "nft list: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        normalize(serde_json::from_slice(&out.stdout).expect("nft json"))
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = run(&["ip", "netns", "del", &self.0]);
-    }
-}
-
-/// Drops what differs between two loads of the same ruleset (handles, counters, flags).
-fn normalize(mut v: Value) -> Value {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                m.remove("handle");
-                m.remove("flags");
-                if let Some(c) = m.get_mut("counter") {
-                    *c = Value::Null;
-                }
-                m.values_mut().for_each(strip);
-            }
-            Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    if let Some(items) = v["nftables"].as_array_mut() {
-        items.retain(|i| i.get("metainfo").is_none());
-    }
-    strip(&mut v);
-    v
-}
-
-/// The ruleset `nft -f` makes of the rendered script, in a scratch namespace.
-fn expected_ruleset(topology: &Path, gateway: &str) -> Value {
-    let render = ok(&[
-        env!("CARGO_BIN_EXE_tiernet"),
-        "render",
-        topology.to_str().unwrap_or_default(),
-        "--gateway",
-        gateway,
-        "--today",
-        TODAY,
-    ]);
-    let scratch = Ns::new("ref");
-    let script = std::env::temp_dir().join(format!("{}.nft", scratch.0));
-    std::fs::write(&script, render).expect("script");
-    let load = scratch.exec(&["nft", "-f", script.to_str().unwrap_or_default()]);
-    let _ = std::fs::remove_file(&script);
-    assert!(
-        load.status.success(),
-        "nft -f: {}",
-        String::from_utf8_lossy(&load.stderr)
-    );
-    scratch.ruleset()
 }
 
 struct Gateway {
@@ -232,7 +84,7 @@ impl Lab {
         ] {
             ok(&[tn, "pki", "issue", "--dir", pki_s, "--role", role, name]);
         }
-        let ctl_ns = Ns::new("ctl");
+        let ctl_ns = Ns::new("tncp", "ctl");
         ctl_ns.ip(&["link", "add", "mgmt", "type", "bridge"]);
         ctl_ns.ip(&["addr", "add", &format!("{CONTROLLER_IP}/24"), "dev", "mgmt"]);
         ctl_ns.ip(&["link", "set", "mgmt", "up"]);
@@ -247,7 +99,7 @@ impl Lab {
         ];
         let mut gateways = Vec::new();
         for (i, (name, ports)) in ports.into_iter().enumerate() {
-            let ns = Ns::new(&name[3..]);
+            let ns = Ns::new("tncp", &name[3..]);
             let host_end = format!("m-{}", &name[3..]);
             ns.ip(&[
                 "link", "add", "mgmt0", "type", "veth", "peer", "name", &host_end, "netns",
