@@ -96,6 +96,12 @@ pub fn compile(topo: &Topology, today: NaiveDate) -> Result<Compiled, Vec<Diagno
     if diag::has_errors(&diags) {
         return Err(diags);
     }
+    Ok(compile_validated(topo, today, diags))
+}
+
+/// Compiles a topology the caller has already validated for `today` without errors
+/// (`warnings` are what that validation found), so large files are not validated twice.
+pub fn compile_validated(topo: &Topology, today: NaiveDate, warnings: Vec<Diagnostic>) -> Compiled {
     let index = Index::new(topo);
     let net = network::Network::new(&index);
     let flows = flows::expand(&index, &net, today);
@@ -112,9 +118,9 @@ pub fn compile(topo: &Topology, today: NaiveDate) -> Result<Compiled, Vec<Diagno
             }
         })
         .collect();
-    Ok(Compiled {
+    Compiled {
         topology: topo.name.as_ref().map(|n| n.v.clone()).unwrap_or_default(),
         gateways,
-        warnings: diags,
-    })
+        warnings,
+    }
 }

@@ -1,7 +1,7 @@
 //! Reading a topology file from disk and turning it into diagnostics or a compiled state.
 
 use super::{parse, Topology};
-use crate::compile::{compile, Compiled};
+use crate::compile::{compile, compile_validated, Compiled};
 use crate::diag::{self, Diagnostic};
 use chrono::NaiveDate;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,8 @@ pub struct Loaded {
     pub path: String,
     pub topology: Option<Topology>,
     pub diagnostics: Vec<Diagnostic>,
+    /// The day the rules were checked for (expiry depends on it).
+    pub checked_on: NaiveDate,
 }
 
 impl Loaded {
@@ -34,9 +36,14 @@ impl Loaded {
             .collect()
     }
 
-    /// Compiles a topology that validated; the report otherwise.
+    /// Compiles a topology that validated (for the `today` it was checked with); the report
+    /// otherwise.
     pub fn compile(&self, today: NaiveDate) -> Result<Compiled, String> {
         match &self.topology {
+            // `check` validated it for this day: no second validation.
+            Some(t) if !self.has_errors() && today == self.checked_on => {
+                Ok(compile_validated(t, today, self.diagnostics.clone()))
+            }
             Some(t) if !self.has_errors() => compile(t, today)
                 .map_err(|d| d.iter().map(|x| x.render(&self.path) + "\n").collect()),
             _ => Err(self.report()),
@@ -74,6 +81,7 @@ pub fn check(path: &str, text: &str, today: NaiveDate) -> Loaded {
         path: path.to_string(),
         topology,
         diagnostics,
+        checked_on: today,
     }
 }
 
