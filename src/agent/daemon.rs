@@ -14,7 +14,7 @@ use anyhow::{anyhow, Context, Result};
 use chrono::NaiveDate;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 /// How soon a failed revert is tried again.
@@ -231,6 +231,14 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
         _ => (closed_state(&cfg.gateway), "closed".to_string(), None),
     };
+    // Signals and kernel events are taken before the first converge: a SIGHUP sent as soon as
+    // the agent is up (ready) must reload it, not kill it (the default action), and a change
+    // made while it restores must not wait for the periodic check.
+    let subscribed = if cfg.once {
+        None
+    } else {
+        Some(Subscribed::new(&initial.table.name)?)
+    };
     let rec = Reconciler::new(net, nft, initial)?;
     let mut agent = Agent {
         dir,
@@ -283,10 +291,33 @@ pub async fn run(cfg: Config) -> Result<()> {
     agent
         .dir
         .write_atomic("ready", ready.to_string().as_bytes())?;
-    if agent.cfg.once {
-        return Ok(());
+    match subscribed {
+        Some(subscribed) => watch(agent, desired_rx, subscribed).await,
+        None => Ok(()),
     }
-    watch(agent, desired_rx).await
+}
+
+/// Kernel events and the signals the daemon answers, subscribed to from the start.
+struct Subscribed {
+    events: mpsc::UnboundedReceiver<KernelEvent>,
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Subscribed {
+    fn new(table: &str) -> Result<Subscribed> {
+        let (tx, events) = mpsc::unbounded_channel::<KernelEvent>();
+        watch_rtnetlink(tx.clone())?;
+        watch_netconf(tx.clone())?;
+        watch_nft(table, tx)?;
+        Ok(Subscribed {
+            events,
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
 }
 
 /// The next state from the controller; never, without one.
@@ -300,14 +331,14 @@ async fn next_desired(rx: &mut Option<mpsc::Receiver<DesiredState>>) -> Option<D
 async fn watch(
     mut agent: Agent,
     mut desired_rx: Option<mpsc::Receiver<DesiredState>>,
+    subscribed: Subscribed,
 ) -> Result<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<KernelEvent>();
-    watch_rtnetlink(tx.clone())?;
-    watch_netconf(tx.clone())?;
-    watch_nft(&agent.rec.desired().table.name, tx)?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let Subscribed {
+        events: mut rx,
+        mut hup,
+        mut term,
+        mut int,
+    } = subscribed;
     let mut tick = tokio::time::interval(agent.cfg.check_interval);
     tick.tick().await;
     tracing::info!(gateway = %agent.cfg.gateway, mode = ?agent.cfg.mode, "watching for drift");
