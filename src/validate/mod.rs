@@ -9,6 +9,7 @@ mod attachment;
 mod crossing;
 mod describe;
 mod flows;
+mod interfaces;
 mod names;
 mod ports;
 mod references;
@@ -24,6 +25,7 @@ pub fn validate(topo: &Topology, today: NaiveDate) -> Vec<Diagnostic> {
     let ix = Index::new(topo);
     let mut out = Vec::new();
     names::check(topo, &mut out);
+    interfaces::check(topo, &mut out);
     references::check(&ix, &mut out);
     tiers::check(&ix, &mut out);
     attachment::check(&ix, &mut out);
