@@ -37,17 +37,24 @@ pub struct DesiredState {
     /// makes the agent report revision 0 again.
     pub revision: u64,
     pub state: GatewayState,
+    /// The connection it came on: its result goes back on that one or nowhere (request ids
+    /// mean nothing to another connection, or to a controller that restarted).
+    pub session: u64,
 }
 
 /// What the daemon uses to talk back; cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct LinkHandle {
-    out: mpsc::UnboundedSender<agent_message::Msg>,
+    /// Messages for the controller, each with the session it belongs to (0: any).
+    out: mpsc::UnboundedSender<(u64, agent_message::Msg)>,
     report: watch::Sender<AgentReport>,
     /// The last state enforced on no controller revision (revision none or 0): what the
     /// controller's revision 0 stands for. Sent on every connection, JSON and digest.
     baseline: Arc<Mutex<Option<(String, String)>>>,
 }
+
+/// The largest desired state accepted from the controller (a big gateway's JSON).
+const MAX_STATE_MESSAGE: usize = 64 << 20;
 
 /// Reports kept while disconnected; the oldest go first past this.
 const QUEUE_LIMIT: usize = 1000;
@@ -93,7 +100,7 @@ impl LinkHandle {
             changes,
             elapsed_ms: elapsed.as_secs_f64() * 1e3,
         };
-        let _ = self.out.send(agent_message::Msg::Result(r));
+        let _ = self.out.send((d.session, agent_message::Msg::Result(r)));
     }
 
     pub fn drift(&self, e: &DriftEvent) {
@@ -105,11 +112,11 @@ impl LinkHandle {
             action: e.action.clone(),
             latency_ms: e.latency_ms,
         };
-        let _ = self.out.send(agent_message::Msg::Drift(d));
+        let _ = self.out.send((0, agent_message::Msg::Drift(d)));
     }
 
     pub fn audit(&self, a: FlowAudit) {
-        let _ = self.out.send(agent_message::Msg::Audit(a));
+        let _ = self.out.send((0, agent_message::Msg::Audit(a)));
     }
 }
 
@@ -131,7 +138,7 @@ pub fn spawn(cfg: LinkConfig, initial: AgentReport) -> (LinkHandle, mpsc::Receiv
 }
 
 struct Pipes {
-    out: mpsc::UnboundedReceiver<agent_message::Msg>,
+    out: mpsc::UnboundedReceiver<(u64, agent_message::Msg)>,
     report: watch::Receiver<AgentReport>,
     desired: mpsc::Sender<DesiredState>,
     queue: VecDeque<agent_message::Msg>,
@@ -139,7 +146,12 @@ struct Pipes {
 }
 
 impl Pipes {
-    fn keep(&mut self, m: agent_message::Msg) {
+    /// Keeps a message for the next connection, unless it belongs to a session (an apply
+    /// result), which no later connection can use.
+    fn keep(&mut self, (session, m): (u64, agent_message::Msg)) {
+        if session != 0 {
+            return;
+        }
         if self.queue.len() >= QUEUE_LIMIT {
             self.queue.pop_front();
         }
@@ -149,7 +161,7 @@ impl Pipes {
 
 async fn run(
     cfg: LinkConfig,
-    out: mpsc::UnboundedReceiver<agent_message::Msg>,
+    out: mpsc::UnboundedReceiver<(u64, agent_message::Msg)>,
     report: watch::Receiver<AgentReport>,
     desired: mpsc::Sender<DesiredState>,
     baseline: Arc<Mutex<Option<(String, String)>>>,
@@ -162,9 +174,11 @@ async fn run(
         baseline,
     };
     let mut backoff = cfg.min_backoff;
+    let mut number = 0;
     loop {
         let started = Instant::now();
-        match session(&cfg, &mut p).await {
+        number += 1;
+        match session(&cfg, &mut p, number).await {
             Ok(()) => {
                 tracing::warn!(gateway = %cfg.gateway, "controller closed the stream; enforcing the last state")
             }
@@ -200,9 +214,9 @@ fn msg(m: agent_message::Msg) -> AgentMessage {
 }
 
 /// One connection, until it breaks.
-async fn session(cfg: &LinkConfig, p: &mut Pipes) -> Result<()> {
+async fn session(cfg: &LinkConfig, p: &mut Pipes, number: u64) -> Result<()> {
     let channel = connect(&cfg.url, cfg.tls.as_ref()).await?;
-    let mut client = AgentLinkClient::new(channel);
+    let client = AgentLinkClient::new(channel);
     let (tx, rx) = mpsc::channel::<AgentMessage>(64);
     let hello = Hello {
         gateway: cfg.gateway.clone(),
@@ -210,6 +224,7 @@ async fn session(cfg: &LinkConfig, p: &mut Pipes) -> Result<()> {
     };
     tx.send(msg(agent_message::Msg::Hello(hello))).await?;
     let mut inbound = client
+        .max_decoding_message_size(MAX_STATE_MESSAGE)
         .link(ReceiverStream::new(rx))
         .await
         .map_err(|s| anyhow!("refused: {}: {}", s.code(), s.message()))?
@@ -234,16 +249,20 @@ async fn session(cfg: &LinkConfig, p: &mut Pipes) -> Result<()> {
                 let Some(controller_message::Msg::Desired(d)) = m.msg else { continue };
                 match crate::proto::decode_state(&d.state_json, &d.state_digest) {
                     Ok(state) if state.gateway == cfg.gateway => {
-                        p.desired.send(DesiredState { request_id: d.request_id, revision: d.revision, state }).await?;
+                        p.desired.send(DesiredState { request_id: d.request_id, revision: d.revision, state, session: number }).await?;
                     }
                     Ok(state) => refuse(&tx, &d, format!("state is for gateway '{}', this is '{}'", state.gateway, cfg.gateway)).await?,
                     Err(e) => refuse(&tx, &d, e).await?,
                 }
             }
             m = p.out.recv() => {
-                let Some(m) = m else { return Ok(()) };
+                let Some((session, m)) = m else { return Ok(()) };
+                if session != 0 && session != number {
+                    tracing::info!(gateway = %cfg.gateway, "dropping an apply result for an earlier connection");
+                    continue;
+                }
                 if let Err(e) = tx.send(msg(m)).await {
-                    if let Some(m) = e.0.msg { p.keep(m) }
+                    if let Some(m) = e.0.msg { p.keep((session, m)) }
                     return Err(anyhow!("stream closed"));
                 }
             }

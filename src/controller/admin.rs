@@ -26,6 +26,18 @@ fn internal(e: anyhow::Error) -> Status {
     Status::internal(format!("controller store: {e:#}"))
 }
 
+/// [`diagnostics`] on the blocking pool (a large topology takes seconds to read).
+async fn diagnostics_off_runtime(
+    source: &str,
+    topology: &str,
+    today: chrono::NaiveDate,
+) -> Result<(bool, Vec<Diagnostic>), Status> {
+    let (source, topology) = (source.to_string(), topology.to_string());
+    tokio::task::spawn_blocking(move || diagnostics(&source, &topology, today))
+        .await
+        .map_err(|e| Status::internal(format!("validating the topology: {e}")))
+}
+
 fn diagnostics(source: &str, topology: &str, today: chrono::NaiveDate) -> (bool, Vec<Diagnostic>) {
     let loaded = crate::topology::load::check(source, topology, today);
     let d = loaded
@@ -181,6 +193,25 @@ fn plan_against_agents(
     Ok(out)
 }
 
+/// The longest topology name (a file name, for diagnostics and history) accepted.
+const MAX_NAME: usize = 1024;
+
+/// A topology's name ends up in diagnostics, history and the audit log: bounded, one line.
+fn check_name(name: &str) -> Result<(), Status> {
+    if name.len() > MAX_NAME {
+        return Err(Status::invalid_argument(format!(
+            "topology name too long: {} bytes, at most {MAX_NAME}",
+            name.len()
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(
+            "topology name contains control characters",
+        ));
+    }
+    Ok(())
+}
+
 fn optional(s: String) -> Option<String> {
     (!s.trim().is_empty()).then_some(s)
 }
@@ -209,17 +240,20 @@ impl Admin for AdminService {
     ) -> Result<Response<ValidateReply>, Status> {
         require(&peer(&req, self.ctl.settings.insecure)?, false)?;
         let r = req.into_inner();
-        let (valid, diagnostics) = diagnostics(&r.name, &r.topology, self.ctl.today());
+        check_name(&r.name)?;
+        let (valid, diagnostics) =
+            diagnostics_off_runtime(&r.name, &r.topology, self.ctl.today()).await?;
         Ok(Response::new(ValidateReply { valid, diagnostics }))
     }
 
     async fn plan(&self, req: Request<TopologyRequest>) -> Result<Response<PlanReply>, Status> {
         require(&peer(&req, self.ctl.settings.insecure)?, false)?;
         let r = req.into_inner();
+        check_name(&r.name)?;
         let today = self.ctl.today();
-        let new = rollout::compile(&r.name, &r.topology, today)?;
+        let new = rollout::compile_off_runtime(&r.name, &r.topology, today).await?;
         let current = self.ctl.current();
-        let (_, all) = diagnostics(&r.name, &r.topology, today);
+        let (_, all) = diagnostics_off_runtime(&r.name, &r.topology, today).await?;
         Ok(Response::new(PlanReply {
             current_revision: current.as_ref().map_or(0, |c| c.id),
             gateways: plan_against_agents(&self.ctl, current.as_deref(), &new).map_err(internal)?,
@@ -236,6 +270,7 @@ impl Admin for AdminService {
         let who = peer(&req, self.ctl.settings.insecure)?;
         require(&who, true)?;
         let r = req.into_inner();
+        check_name(&r.name)?;
         if r.topology.trim().is_empty() {
             return Err(Status::invalid_argument("empty topology"));
         }

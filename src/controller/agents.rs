@@ -9,7 +9,7 @@ use super::Controller;
 use crate::pki::Role;
 use crate::proto::v1::agent_link_server::AgentLink;
 use crate::proto::v1::{
-    agent_message, AgentMessage, Baseline, ControllerMessage, DriftReport, FlowAudit,
+    agent_message, AgentMessage, AgentReport, Baseline, ControllerMessage, DriftReport, FlowAudit,
 };
 use std::pin::Pin;
 use std::sync::Arc;
@@ -57,7 +57,11 @@ impl AgentLink for AgentService {
             ));
         };
         let gateway = hello.gateway;
+        if gateway.is_empty() {
+            return Err(Status::invalid_argument("the hello names no gateway"));
+        }
         if !ctl.settings.insecure && gateway != who.name {
+            let gateway = clip(&gateway);
             tracing::warn!(certificate = %who.name, claimed = %gateway, "agent refused: name differs from its certificate");
             return Err(Status::permission_denied(format!(
                 "certificate is for '{}', not '{gateway}'",
@@ -65,12 +69,14 @@ impl AgentLink for AgentService {
             )));
         }
         if !ctl.is_known(&gateway) {
+            let gateway = clip(&gateway);
             tracing::warn!(%gateway, "agent refused: unknown gateway");
             return Err(Status::permission_denied(format!(
                 "gateway '{gateway}' is not in the current revision"
             )));
         }
         let report = hello.report.unwrap_or_default();
+        check_report(&report)?;
         let (tx, rx) = mpsc::channel(16);
         // Weak: the stream ends when the hub drops its sender (shutdown), not when we do.
         let errors = tx.downgrade();
@@ -118,10 +124,13 @@ async fn read_loop(
         let msg = match inbound.message().await {
             Ok(Some(m)) => m,
             Ok(None) => return Ok("closed by the agent".into()),
-            Err(e) => return Ok(e.message().to_string()),
+            // A message that does not decode or is too large ends the stream with its
+            // status; for a broken connection the status goes nowhere, harmlessly.
+            Err(e) => return Err(e),
         };
         match msg.msg {
             Some(agent_message::Msg::Report(r)) => {
+                check_report(&r)?;
                 if ctl.hub.update_report(gateway, r) {
                     // It enforces something else now: a late apply (the controller restarted
                     // while it was applying) must not leave it between revisions.
@@ -131,9 +140,14 @@ async fn read_loop(
             }
             Some(agent_message::Msg::Result(r)) => {
                 let (id, rev) = (r.request_id, r.revision);
+                if !ctl.hub.issued(id) {
+                    return Err(Status::invalid_argument(format!(
+                        "apply result for request {id}, which this controller never sent"
+                    )));
+                }
                 if !ctl.hub.resolve(gateway, r) {
-                    // Normal after a controller restart (the agent queued it while away).
-                    tracing::info!(%gateway, request_id = id, revision = rev, "dropping an apply result no request waits for");
+                    // A request that timed out, or one for another gateway or revision.
+                    tracing::warn!(%gateway, request_id = id, revision = rev, "dropping an apply result no request waits for");
                 }
             }
             Some(agent_message::Msg::Drift(d)) => drift(ctl, gateway, d),
@@ -152,6 +166,30 @@ async fn read_loop(
                 ));
             }
         }
+    }
+}
+
+/// A name from the wire, cut for a status message or a log line.
+fn clip(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.chars().count() <= MAX {
+        return s.to_string();
+    }
+    let mut c: String = s.chars().take(MAX).collect();
+    c.push_str(&format!("… ({} bytes)", s.len()));
+    c
+}
+
+/// A report's digest is a SHA-256 in hex (or empty: no state).
+fn check_report(r: &AgentReport) -> Result<(), Status> {
+    let d = &r.state_digest;
+    if d.is_empty() || (d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "report state_digest must be 64 hex digits, got {} bytes",
+            d.len()
+        )))
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Hub {
     /// Request ids start from the clock (in µs), so a result an agent queued for a
     /// controller that has since restarted cannot answer a new request with the same id.
     next_id: AtomicU64,
+    /// The first id (exclusive): ids outside (first_id, next_id] were never issued here.
+    first_id: u64,
     /// Gateways of a rollout in progress: accepted as known while it runs.
     inflight: Mutex<HashSet<String>>,
     /// Someone connected or left.
@@ -50,10 +52,12 @@ struct Pending {
 
 impl Default for Hub {
     fn default() -> Hub {
+        let first_id = super::store::now_ms().saturating_mul(1000);
         Hub {
             conns: Mutex::default(),
             pending: Mutex::default(),
-            next_id: AtomicU64::new(super::store::now_ms().saturating_mul(1000)),
+            next_id: AtomicU64::new(first_id),
+            first_id,
             inflight: Mutex::default(),
             changed: Notify::default(),
         }
@@ -172,6 +176,11 @@ impl Hub {
                 return false;
             }
         }
+    }
+
+    /// Whether this controller run ever issued `request_id` (to anyone, for anything).
+    pub fn issued(&self, request_id: u64) -> bool {
+        request_id > self.first_id && request_id <= self.next_id.load(Ordering::Relaxed)
     }
 
     /// Completes the request an apply result answers; false (and dropped) when no request

@@ -37,6 +37,32 @@ pub struct Rollout {
 
 pub type ProgressTx = mpsc::Sender<Result<Progress, Status>>;
 
+/// The longest validation report sent in a status message: it travels percent-encoded in
+/// an HTTP/2 trailer, and clients refuse header lists over 16 KiB. The rest is summarised;
+/// `Validate` has every diagnostic.
+const MAX_REPORT: usize = 4 * 1024;
+
+/// Cuts a report at a line boundary to about `MAX_REPORT` bytes, saying how much is left.
+fn bounded(report: &str) -> String {
+    if report.len() <= MAX_REPORT {
+        return report.to_string();
+    }
+    let mut out = String::new();
+    let mut lines = report.lines();
+    for l in lines.by_ref() {
+        if out.len() + l.len() + 1 > MAX_REPORT {
+            break;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    let rest = lines.count() + 1;
+    out.push_str(&format!(
+        "... and {rest} more lines (see `tiernet validate`)\n"
+    ));
+    out
+}
+
 /// Compiles `topology` as of `today`; the validation report as an InvalidArgument status.
 pub fn compile(
     source: &str,
@@ -45,7 +71,10 @@ pub fn compile(
 ) -> Result<Vec<GatewayState>, Status> {
     let loaded = crate::topology::load::check(source, topology, today);
     let compiled = loaded.compile(today).map_err(|report| {
-        Status::invalid_argument(format!("topology does not validate:\n{report}"))
+        Status::invalid_argument(format!(
+            "topology does not validate:\n{}",
+            bounded(&report.to_string())
+        ))
     })?;
     if compiled.gateways.is_empty() {
         return Err(Status::invalid_argument("topology declares no gateways"));
@@ -53,15 +82,30 @@ pub fn compile(
     Ok(compiled.gateways)
 }
 
+/// [`compile`] on the blocking pool: a large or hostile topology takes seconds to read,
+/// and must not stall the agents' streams and keepalives meanwhile.
+pub async fn compile_off_runtime(
+    source: &str,
+    topology: &str,
+    today: NaiveDate,
+) -> Result<Vec<GatewayState>, Status> {
+    let (source, topology) = (source.to_string(), topology.to_string());
+    tokio::task::spawn_blocking(move || compile(&source, &topology, today))
+        .await
+        .map_err(|e| Status::internal(format!("compiling the topology: {e}")))?
+}
+
 /// Validates a change and takes the rollout lock. Nothing is stored or sent yet: a bad
 /// request changes nothing.
 pub async fn prepare(ctl: &Controller, change: Change) -> Result<Rollout, Status> {
     let compiled_on = ctl.today();
-    let gateways = compile(&change.source, &change.topology, compiled_on)?;
+    let gateways = compile_off_runtime(&change.source, &change.topology, compiled_on).await?;
     if let Some(c) = &change.canary {
         if !gateways.iter().any(|g| &g.gateway == c) {
+            let shown: String = c.chars().take(80).collect();
             return Err(Status::invalid_argument(format!(
-                "canary '{c}' is not a gateway of this topology"
+                "canary '{shown}'{} is not a gateway of this topology",
+                if shown.len() < c.len() { "…" } else { "" }
             )));
         }
     }

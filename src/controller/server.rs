@@ -18,6 +18,10 @@ use tonic::transport::Server;
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// The largest request message accepted (a topology, an agent's message). Larger ones are
+/// refused with OUT_OF_RANGE naming the size and the limit, before they are decoded.
+pub const MAX_MESSAGE: usize = 16 << 20;
+
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
@@ -65,8 +69,14 @@ pub async fn serve(cfg: ServeConfig, shutdown: impl Future<Output = ()>) -> Resu
     tracing::info!(%addr, store = %cfg.store.display(), tls = cfg.tls.is_some(), revision = ctl.current_id(), "controller listening");
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let serving = server
-        .add_service(AgentLinkServer::new(AgentService { ctl: ctl.clone() }))
-        .add_service(AdminServer::new(AdminService { ctl: ctl.clone() }))
+        .add_service(
+            AgentLinkServer::new(AgentService { ctl: ctl.clone() })
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            AdminServer::new(AdminService { ctl: ctl.clone() })
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
         .add_service(reflection)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
