@@ -156,7 +156,16 @@ impl Agent {
 
     /// Re-observes after kernel events (or a periodic check) and reverts what differs.
     async fn check(&mut self, cause: Vec<String>, since: Instant) -> Result<()> {
-        let plan = self.rec.plan().await?;
+        // A read that fails (the table deleted while it was dumped) is tried again soon:
+        // the events that caused it are consumed, so nothing else would look before the
+        // periodic check, while the drift (e.g. no table) stays.
+        let plan = match self.rec.plan().await {
+            Ok(plan) => plan,
+            Err(e) => {
+                self.retry_at = Some(tokio::time::Instant::now() + RETRY_AFTER_FAILURE);
+                return Err(e);
+            }
+        };
         let new_notices = plan.notices != self.notices;
         self.notices = plan.notices.clone();
         if plan.actions.is_empty() && !new_notices {
