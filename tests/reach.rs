@@ -95,7 +95,11 @@ fn office_cannot_reach_the_research_database() {
         ],
     );
     assert_denied(&run, "office-lan -> research-db");
-    assert!(run.stdout.contains("default-deny"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("by rule 'default deny'"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

@@ -477,7 +477,7 @@ pub fn input_chain() -> Chain {
                 Some(Verdict::Accept),
             )
             .counted(),
-            Rule::new(vec![], None).counted().comment("default deny"),
+            default_deny("default deny"),
         ],
     }
 }
@@ -591,7 +591,7 @@ pub fn table(
             );
         }
     }
-    forward.push(Rule::new(vec![], None).counted().comment("default deny"));
+    forward.push(default_deny("default deny"));
     let mut chains = vec![
         Chain {
             name: "forward".into(),
@@ -616,6 +616,16 @@ pub fn table(
 
 /// The state an agent holds when it has nothing valid to apply yet: no links or routes
 /// touched, nothing forwarded, the gateway itself reachable only by ping (fail closed).
+/// The last rule of every base chain: an explicit, counted drop. The chains' policy is
+/// drop too, but while the kernel commits a replace it hooks the new base chains with
+/// their rules in place before it sets their policy (accept until then): a packet that
+/// falls through must meet a rule, not the policy.
+fn default_deny(comment: &str) -> Rule {
+    Rule::new(vec![], Some(Verdict::Drop))
+        .counted()
+        .comment(comment)
+}
+
 pub fn closed_state(gateway: &str) -> super::GatewayState {
     let forward = Chain {
         name: "forward".into(),
@@ -624,9 +634,7 @@ pub fn closed_state(gateway: &str) -> super::GatewayState {
             priority: 0,
             policy_drop: true,
         }),
-        rules: vec![Rule::new(vec![], None)
-            .counted()
-            .comment("closed: no valid state yet")],
+        rules: vec![default_deny("closed: no valid state yet")],
     };
     super::GatewayState {
         gateway: gateway.to_string(),
