@@ -396,6 +396,16 @@ async fn hostile_requests_get_a_clear_status_and_change_nothing() {
         let r = first_error(alice.apply(apply_request(text.clone())).await).await;
         check(format!("apply {label}"), r, Code::InvalidArgument, why).await;
     }
+    // Large but under the 16 MiB limit (and over tonic's 4 MiB default): read, refused
+    // for what it says.
+    let r = first_error(alice.apply(apply_request("#\n".repeat(5 << 20))).await).await;
+    check(
+        "apply 10 MiB of comments".into(),
+        r,
+        Code::InvalidArgument,
+        "does not validate",
+    )
+    .await;
     // Oversized: over the 16 MiB message limit, refused before decoding.
     for mib in [17usize, 64] {
         let big = "#".repeat(mib << 20);
