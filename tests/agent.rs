@@ -415,3 +415,41 @@ fn killed_agent_restores_persisted_state_without_a_topology() {
     assert_eq!(gw.ruleset(), ruleset);
     assert_eq!(gw.routes(), routes);
 }
+
+/// Another process fighting over one route makes the agent back off from that route only:
+/// the firewall and every other change are still put back at once.
+#[test]
+fn a_flapping_route_never_exempts_the_firewall() {
+    let mut gw = Gateway::new("flap");
+    gw.start(&["--no-owner", "--flap-limit", "1"]);
+    let ruleset = gw.ruleset();
+    let route = "10.4.10.0/24";
+    let has_route = |gw: &Gateway| gw.routes().iter().any(|r| r.starts_with(route));
+    // Two deletes within the window: the second one is past the limit.
+    for _ in 0..2 {
+        wait_for(Duration::from_secs(5), || has_route(&gw), || gw.log());
+        gw.ip(&["route", "del", route]);
+    }
+    wait_for(
+        Duration::from_secs(5),
+        || {
+            gw.drift_events().iter().any(|e| {
+                e["action"]
+                    .as_str()
+                    .is_some_and(|a| a.contains("backing off"))
+            })
+        },
+        || format!("no back-off reported\n{}", gw.log()),
+    );
+    assert!(!has_route(&gw), "the flapping route is left alone for now");
+    // The firewall flushed while that route is backed off: put back at once anyway.
+    let out = gw.exec(&["nft", "flush", "table", "inet", "tiernet"]);
+    assert!(out.status.success());
+    gw.ip(&["addr", "del", "10.3.10.1/24", "dev", "seg310"]);
+    wait_for(
+        Duration::from_secs(5),
+        || gw.ruleset() == ruleset && gw.addresses("seg310") == ["10.3.10.1/24"],
+        || format!("firewall or address not reverted\n{}", gw.log()),
+    );
+    assert!(!has_route(&gw), "still backing off from the route");
+}

@@ -10,6 +10,7 @@ use crate::compile::GatewayState;
 use crate::dataplane::monitor::{watch_netconf, watch_rtnetlink, KernelEvent};
 use crate::dataplane::net::Net;
 use crate::dataplane::nft::{watch_nft, NftSession};
+use crate::plan::Action;
 use anyhow::{anyhow, Context, Result};
 use chrono::NaiveDate;
 use std::path::PathBuf;
@@ -176,25 +177,46 @@ impl Agent {
         }
         let expected: Vec<String> = plan.actions.iter().map(|a| a.to_string()).collect();
         let now = Instant::now();
-        let flapping: Vec<&String> = expected
+        // A change another process keeps making is put back less often (backing off), but
+        // only that change: the firewall and the forwarding sysctls are always put back,
+        // and flapping one object never exempts the rest.
+        let paused: Vec<bool> = plan
+            .actions
             .iter()
-            .filter(|k| !self.flaps.allow(k, now))
+            .zip(&expected)
+            .map(|(a, k)| !always_reverted(a) && !self.flaps.allow(k, now))
             .collect();
-        let enforce = self.cfg.mode == Mode::Enforce && flapping.is_empty();
-        let action = if plan.actions.is_empty() {
+        let backing_off: Vec<&String> = expected
+            .iter()
+            .zip(&paused)
+            .filter_map(|(k, p)| p.then_some(k))
+            .collect();
+        let mut run = plan.clone();
+        let mut keep = paused.iter().map(|p| !p);
+        run.actions.retain(|_| keep.next().unwrap_or(true));
+        if let Some(at) = self.flaps.next_resume() {
+            self.retry_at = Some(tokio::time::Instant::from_std(at));
+        }
+        let enforce = self.cfg.mode == Mode::Enforce;
+        let action = if plan.actions.is_empty() || !enforce {
             "reported".to_string()
-        } else if !enforce {
-            if flapping.is_empty() {
-                "reported".into()
-            } else {
-                format!(
-                    "reported: flapping ({}), another process keeps changing it; backing off",
-                    flapping.len()
-                )
-            }
         } else {
-            match self.rec.execute(plan.clone(), true, since).await {
-                Ok(_) => "reverted".into(),
+            let done = if run.actions.is_empty() {
+                Ok(())
+            } else {
+                self.rec.execute(run, true, since).await.map(|_| ())
+            };
+            match done {
+                Ok(()) if backing_off.is_empty() => "reverted".into(),
+                Ok(()) => format!(
+                    "partly reverted: backing off from {} change(s) another process keeps making: {}",
+                    backing_off.len(),
+                    backing_off
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 Err(e) => {
                     self.retry_at = Some(tokio::time::Instant::now() + RETRY_AFTER_FAILURE);
                     format!("failed: {e:#}")
@@ -220,6 +242,12 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// What keeps the gateway closed is never left to another process, however often it
+/// changes it: the nftables table and the sysctls (forwarding, rp_filter).
+fn always_reverted(a: &Action) -> bool {
+    matches!(a, Action::ReplaceTable | Action::SetSysctl { .. })
 }
 
 pub async fn run(cfg: Config) -> Result<()> {

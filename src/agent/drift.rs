@@ -29,7 +29,7 @@ pub fn now_ms() -> u128 {
 }
 
 /// Counts reverts of the same change; past `limit` within `window` the object is
-/// flapping, and the agent stops reverting it for `backoff`.
+/// flapping, and the agent stops reverting that change (only that one) for `backoff`.
 pub struct FlapGuard {
     window: Duration,
     limit: usize,
@@ -70,6 +70,14 @@ impl FlapGuard {
             return false;
         }
         true
+    }
+
+    /// When the earliest pause still running ends (to look again then, not at the next
+    /// event); forgets pauses that have ended.
+    pub fn next_resume(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        self.paused_until.retain(|_, until| *until > now);
+        self.paused_until.values().min().copied()
     }
 }
 
