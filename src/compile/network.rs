@@ -50,6 +50,10 @@ impl PathCost {
     }
 }
 
+/// A gateway reached from a source: the path's cost and its first hop (transit link,
+/// peer), None for the source itself.
+type Reached = (PathCost, Option<(usize, usize)>);
+
 impl Ord for PathCost {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         let len = self.links.len().max(other.links.len());
@@ -114,9 +118,9 @@ impl<'i, 't> Network<'i, 't> {
     /// path from A to B is the path from B to A reversed, and every gateway on it routes
     /// toward either end along it: replies come back the way requests went, through the
     /// same firewalls and anti-spoofing checks.
-    fn shortest(&self, from: usize) -> Vec<Option<(PathCost, Option<(usize, usize)>)>> {
+    fn shortest(&self, from: usize) -> Vec<Option<Reached>> {
         let n = self.adjacency.len();
-        let mut best: Vec<Option<(PathCost, Option<(usize, usize)>)>> = vec![None; n];
+        let mut best: Vec<Option<Reached>> = vec![None; n];
         let mut done = vec![false; n];
         best[from] = Some((PathCost::default(), None));
         let mut heap = BinaryHeap::from([Reverse((PathCost::default(), from))]);

@@ -133,7 +133,7 @@ fn second_document(text: &str) -> Option<Pos> {
             ended = true;
         } else if ended && !blank {
             return Some(pos);
-        } else if !blank && !(line.starts_with('%') && !content) {
+        } else if !blank && (!line.starts_with('%') || content) {
             content = true;
         }
     }
