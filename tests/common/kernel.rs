@@ -58,7 +58,11 @@ impl Ns {
     pub fn new(prefix: &str, tag: &str) -> Ns {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{prefix}-{tag}-{}-{n}", std::process::id());
+        Ns::named(format!("{prefix}-{tag}-{}-{n}", std::process::id()))
+    }
+
+    /// A namespace of exactly this name (a stale one is deleted first).
+    pub fn named(name: String) -> Ns {
         let _ = run(&["ip", "netns", "del", &name]);
         ok(&["ip", "netns", "add", &name]);
         let ns = Ns(name);
@@ -85,6 +89,11 @@ impl Ns {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.0, program]);
         c
+    }
+
+    /// Runs `f` on a thread inside the namespace (sockets it makes stay there).
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        tiernet::netns::run_in(&self.0, || Ok(f())).expect("entering the namespace")
     }
 
     /// Each port as one end of a veth pair whose other end (`peerN`) is up.
