@@ -126,7 +126,10 @@ impl Agent {
             return Ok(());
         };
         let today = self.today();
-        let state = compile_gateway(&path, &self.cfg.gateway, today)?;
+        let state = compile_gateway(&path, &self.cfg.gateway, today);
+        // The whole topology was parsed for this gateway's part: give that memory back.
+        release_freed_memory();
+        let state = state?;
         self.compiled_on = Some(today);
         if &state == self.rec.desired() {
             // Still converge: the persisted state may not be what the kernel holds.
@@ -135,9 +138,9 @@ impl Agent {
                 elapsed_ms = out.elapsed.as_secs_f64() * 1e3, "converged");
             return Ok(());
         }
-        self.apply(state, path.display().to_string(), None)
-            .await
-            .map(|_| ())
+        let applied = self.apply(state, path.display().to_string(), None).await;
+        release_freed_memory();
+        applied.map(|_| ())
     }
 
     /// A state from the controller: apply it (or go back) and answer with the result.
@@ -153,6 +156,7 @@ impl Agent {
         if let Some(link) = &self.link {
             link.applied(&d, &outcome, started.elapsed());
         }
+        release_freed_memory();
     }
 
     /// Re-observes after kernel events (or a periodic check) and reverts what differs.
@@ -241,6 +245,17 @@ impl Agent {
             link.set_in_sync(event.action == "reverted" || plan.actions.is_empty());
         }
         Ok(())
+    }
+}
+
+/// Hands memory freed after a parse or an apply back to the system. glibc keeps freed heap
+/// for reuse, so a daemon that once parsed a large topology (its YAML node tree is many
+/// times the file) or built a large netlink batch would otherwise hold that peak for good.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the heap to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
