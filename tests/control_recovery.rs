@@ -10,7 +10,9 @@
 
 mod control_util;
 
-use control_util::{changed_reference, collect, states, status, wait_until, REFERENCE};
+use control_util::{
+    changed_reference, collect, states, status, wait_connected, wait_until, REFERENCE,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -168,19 +170,6 @@ fn apply_request(topology: &str) -> ApplyRequest {
         expect_revision: None,
         canary: String::new(),
     }
-}
-
-async fn wait_connected(alice: &mut AdminClient<Channel>, n: usize) {
-    wait_until(Duration::from_secs(10), "agents to connect", async || {
-        status(alice)
-            .await
-            .gateways
-            .iter()
-            .filter(|g| g.connected)
-            .count()
-            == n
-    })
-    .await;
 }
 
 /// Starts a rollout and returns once `fast` has applied it: the kill lands mid-rollout.

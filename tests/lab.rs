@@ -344,20 +344,7 @@ fn full_lab_with_agents_matches_the_topology() {
     );
     assert!(up.status.success(), "lab up:\n{up_text}");
 
-    let out = tiernet(&["lab", "probe", "--name", &name, "--json"]);
-    let cells: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "probe --json: {e}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let mismatches: Vec<&Value> = cells.iter().filter(|c| c["mismatch"] == true).collect();
-    assert!(
-        mismatches.is_empty(),
-        "{} mismatches: {mismatches:#?}",
-        mismatches.len()
-    );
-    assert!(out.status.success(), "probe exit {}", out.status);
+    let cells = probe_cells(&name);
 
     let allowed = |c: &Value| c["observed"] == true && c["expected"] == true;
     let denied = |c: &Value| c["observed"] == false && c["expected"] == false;
@@ -458,7 +445,12 @@ fn probe_cells(name: &str) -> Vec<Value> {
         )
     });
     let mismatches: Vec<&Value> = cells.iter().filter(|c| c["mismatch"] == true).collect();
-    assert!(mismatches.is_empty(), "mismatches: {mismatches:#?}");
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches: {mismatches:#?}",
+        mismatches.len()
+    );
+    assert!(out.status.success(), "probe exit {}", out.status);
     cells
 }
 
